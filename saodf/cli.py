@@ -1,0 +1,183 @@
+"""The ``saodf`` command-line tool."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from saodf.config import get_settings
+from saodf.errors import SaodfError
+from saodf.log import configure_logging
+
+app = typer.Typer(help="SAODF: IoT telemetry forecasting platform.", no_args_is_help=True)
+stack_app = typer.Typer(help="Start, stop and inspect the local stack on 127.0.0.1.", no_args_is_help=True)
+data_app = typer.Typer(help="Public datasets.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-letter queue tools.", no_args_is_help=True)
+actions_app = typer.Typer(help="OpenWhisk actions.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(data_app, name="data")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(actions_app, name="actions")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.callback()
+def main(log_level: str = typer.Option("WARNING", help="Log level of SAODF modules on stderr.")):
+    configure_logging(log_level)
+
+
+@stack_app.command("up")
+def stack_up(
+    only: Optional[list[str]] = typer.Option(None, help="Start only this service (repeatable)."),
+):
+    """Start every local service that is not already healthy."""
+    from saodf.stack import manager
+
+    settings = get_settings()
+    typer.echo(f"starting the local stack (home {settings.home})")
+    try:
+        manager.up(settings, only=only, echo=typer.echo)
+    except SaodfError as exc:
+        _fail(exc)
+    for name, url in manager.urls(settings).items():
+        typer.echo(f"  {name:<8} {url}")
+    typer.echo(f"  secrets  {manager.secrets_location(settings)} (Airflow user admin, password in airflow_admin_password)")
+
+
+@stack_app.command("down")
+def stack_down():
+    """Stop the services that `stack up` started, by pid."""
+    from saodf.stack import manager
+
+    try:
+        manager.down(get_settings(), echo=typer.echo)
+    except SaodfError as exc:
+        _fail(exc)
+
+
+@stack_app.command("status")
+def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Show pid, port and health of each service."""
+    from saodf.stack import manager
+
+    rows = manager.status(get_settings())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "healthy" if row["healthy"] else ("running" if row["pid"] else "stopped")
+        typer.echo(f"  {row['name']:<22} {state:<8} pid={row['pid'] or '-':<8} port={row['port'] or '-'}")
+    if not all(row["healthy"] for row in rows):
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def replay(
+    dataset: str = typer.Option(..., help="Dataset to replay: skab or nab."),
+    group: Optional[list[str]] = typer.Option(None, help="Dataset group, e.g. valve1 or realKnownCause (repeatable)."),
+    speed: float = typer.Option(0.0, help="Replay speed as a multiple of real time; 0 sends as fast as possible."),
+    limit: Optional[int] = typer.Option(None, help="Maximum number of messages per device."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset root (default SAODF_DATA_DIR)."),
+):
+    """Produce a dataset's readings as telemetry messages to telemetry.raw."""
+    from streaming.replay import replay as run_replay
+
+    settings = get_settings()
+    try:
+        stats = run_replay(
+            dataset,
+            data_dir or settings.data_dir,
+            groups=group or None,
+            speed=speed,
+            settings=settings,
+            progress=True,
+            limit=limit,
+        )
+    except SaodfError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(stats if isinstance(stats, dict) else _asdict(stats), indent=2, default=str))
+
+
+def _asdict(value):
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) else value.__dict__
+
+
+@app.command()
+def demo(
+    timeout: float = typer.Option(1200, help="Seconds to wait for the Kafka-triggered DAG run."),
+    nab_group: str = typer.Option("realKnownCause", help="NAB group to replay."),
+):
+    """Bring the stack up, replay SKAB and NAB, wait for the pipeline and print a summary."""
+    from saodf.demo import run_demo
+
+    try:
+        run_demo(get_settings(), timeout=timeout, nab_group=nab_group, echo=typer.echo)
+    except SaodfError as exc:
+        _fail(exc)
+
+
+@app.command()
+def forecast(
+    device_id: str = typer.Argument(..., help="Device id, e.g. skab-valve1-0."),
+    horizon: Optional[int] = typer.Option(None, help="Forecast steps (default: the cached horizon)."),
+):
+    """Invoke the forecast action through the gateway and print its result."""
+    from saodf.gateway_client import invoke
+
+    params = {"device_id": device_id}
+    if horizon is not None:
+        params["horizon"] = horizon
+    try:
+        typer.echo(json.dumps(invoke(get_settings(), "forecast", params), indent=2))
+    except SaodfError as exc:
+        _fail(exc)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dataset: str = typer.Argument(..., help="nab, skab or intel."),
+    dest: Path = typer.Option(Path("data"), help="Folder to download into."),
+    overwrite: bool = typer.Option(False, help="Download files that already exist again."),
+):
+    """Download a public dataset from its canonical URL."""
+    from saodf.fetch import fetch
+
+    try:
+        fetch(dataset, dest, overwrite=overwrite, echo=typer.echo)
+    except SaodfError as exc:
+        _fail(exc)
+
+
+@dlq_app.command("list")
+def dlq_list(limit: int = typer.Option(20, help="Maximum number of records to show.")):
+    """Show the newest records of the Kafka dead-letter topic."""
+    from streaming.dlq import read_dlq
+
+    try:
+        for record in read_dlq(get_settings(), limit):
+            typer.echo(json.dumps(record, default=str))
+    except SaodfError as exc:
+        _fail(exc)
+
+
+@actions_app.command("package")
+def actions_package(out: Path = typer.Option(Path("build/actions"), help="Output folder.")):
+    """Build zips deployable with `wsk action create --kind python:3.11`."""
+    from actions.package import build_packages
+
+    for path in build_packages(out):
+        typer.echo(str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(app())

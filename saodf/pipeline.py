@@ -1,0 +1,264 @@
+"""Task logic of the ``telemetry_pipeline`` DAG, importable and testable without Airflow.
+
+Every function takes and returns JSON-serialisable values (they travel as XCom) and
+writes its outputs under paths derived from the run key, so a retry or a replayed
+window overwrites its own outputs instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from saodf.config import Settings, get_settings
+from saodf.errors import SaodfError
+
+logger = logging.getLogger(__name__)
+
+
+class NoDataError(SaodfError):
+    """The run's scope has no raw readings, so there is nothing to process."""
+
+
+def run_key_for_window(window_id: str) -> str:
+    return "window-" + hashlib.sha1(window_id.encode()).hexdigest()[:16]
+
+
+def run_key_for_interval(start: datetime, end: datetime) -> str:
+    return f"interval-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def scope_from_window_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Build the run scope of a Kafka-triggered run from its window event."""
+    return {
+        "run_key": run_key_for_window(event["window_id"]),
+        "source": "window",
+        "window_id": event["window_id"],
+        "devices": sorted(event["devices"]),
+        # Train on each device's whole history up to the window end.
+        "start": None,
+        "end": event["end"],
+        "message_count": event.get("message_count"),
+    }
+
+
+def scope_from_interval(start: datetime, end: datetime) -> dict[str, Any]:
+    """Build the run scope of a scheduled or backfilled run from its data interval."""
+    return {
+        "run_key": run_key_for_interval(start, end),
+        "source": "schedule",
+        "window_id": None,
+        "devices": None,
+        "interval_start": _iso(start),
+        "start": None,
+        "end": _iso(end),
+        "message_count": None,
+    }
+
+
+def urls(settings: Settings, run_key: str) -> dict[str, str]:
+    return {
+        "raw": settings.lake_url,
+        "prepared": settings.lake_path("prepared", run_key),
+        "forecasts": settings.lake_path("forecasts", run_key),
+        "quarantine": settings.lake_path("quarantine"),
+        "cat_mapping": settings.lake_path("meta", "cat_mapping.json"),
+        "done_marker": settings.lake_path("runs", run_key, "done.json"),
+    }
+
+
+def workspace(settings: Settings, run_key: str) -> Path:
+    """Return the run's batch workspace (model checkpoints, scratch files), created on demand."""
+    path = settings.batch_dir / run_key
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def is_done(scope: dict[str, Any], settings: Settings | None = None) -> bool:
+    settings = settings or get_settings()
+    fs, path = fsspec.core.url_to_fs(urls(settings, scope["run_key"])["done_marker"])
+    return fs.exists(path)
+
+
+def resolve_devices(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Fill in the devices of a scheduled run: those with raw readings in its interval."""
+    from saodf import lake
+
+    settings = settings or get_settings()
+    if scope["devices"]:
+        return scope
+    start = _parse_time(scope.get("interval_start"))
+    end = _parse_time(scope["end"])
+    files = lake.list_raw_files(settings.lake_url, None, start, end)
+    devices = sorted({part[len("device_id=") :] for f in files for part in f.split("/")
+                      if part.startswith("device_id=")})
+    return {**scope, "devices": devices}
+
+
+def validate_raw(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Gate the run's raw readings with the ``raw_telemetry`` suite; quarantine on failure."""
+    from expectations.gate import gate
+    from saodf import lake
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    frame = lake.read_raw(
+        settings.lake_url, scope["devices"], _parse_time(scope["start"]), _parse_time(scope["end"])
+    )
+    if frame.empty:
+        raise NoDataError(
+            f"no raw readings for devices {scope['devices']} before {scope['end']} in "
+            f"{settings.lake_url}; replay data first (saodf replay) or check SAODF_LAKE_URL"
+        )
+    result = gate(frame, "raw_telemetry", scope["run_key"], urls(settings, scope["run_key"])["quarantine"])
+    return {
+        "rows": int(len(frame)),
+        "devices": int(frame["device_id"].nunique()),
+        "success": bool(result.success),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def preprocess(scope: dict[str, Any], settings: Settings | None = None, **overrides) -> dict[str, Any]:
+    """Run the Glue job script locally for the run's devices and return its summary."""
+    from etl.glue_job import PrepareConfig, run
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    paths = urls(settings, scope["run_key"])
+    config = PrepareConfig(
+        raw_url=paths["raw"],
+        output_url=paths["prepared"],
+        cat_mapping_url=paths["cat_mapping"],
+        devices=scope["devices"],
+        start=_parse_time(scope["start"]),
+        end=_parse_time(scope["end"]),
+        **overrides,
+    )
+    summary = run(config)
+    return {"prepared_url": paths["prepared"], "summary": summary, "seconds": time.monotonic() - started}
+
+
+def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Gate the prepared series with the ``prepared_series`` suite; quarantine on failure."""
+    import pandas as pd
+
+    from expectations.gate import gate
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    paths = urls(settings, scope["run_key"])
+    fs, path = fsspec.core.url_to_fs(paths["prepared"] + "/prepared.parquet")
+    with fs.open(path, "rb") as handle:
+        frame = pd.read_parquet(handle)
+    result = gate(frame, "prepared_series", scope["run_key"], paths["quarantine"])
+    return {"rows": int(len(frame)), "success": bool(result.success), "seconds": time.monotonic() - started}
+
+
+def train(scope: dict[str, Any], settings: Settings | None = None, config_overrides=None) -> dict[str, Any]:
+    """Train DeepAR and the baseline per group, log both to MLflow and set the champion alias."""
+    from models.pipeline import train_and_register
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    paths = urls(settings, scope["run_key"])
+    results = train_and_register(
+        paths["prepared"],
+        scope["run_key"],
+        settings.mlflow_tracking_uri,
+        workspace(settings, scope["run_key"]) / "train",
+        config_overrides=config_overrides,
+        experiment=settings.mlflow_experiment,
+        model_prefix=settings.registered_model_prefix,
+    )
+    return {"groups": results, "seconds": time.monotonic() - started}
+
+
+def batch_transform(scope: dict[str, Any], trained: dict[str, Any], settings: Settings | None = None):
+    """Forecast every series with its group's champion and write DeepAR output JSON Lines."""
+    from models.pipeline import batch_transform as transform
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    paths = urls(settings, scope["run_key"])
+    chosen = {
+        group: (info["model_name"], str(info["model_version"]))
+        for group, info in trained["groups"].items()
+    }
+    result = transform(paths["prepared"], paths["forecasts"], settings.mlflow_tracking_uri, chosen)
+    return {"forecasts_url": paths["forecasts"], "result": result, "seconds": time.monotonic() - started}
+
+
+def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Load the run's forecasts into the Redis forecast cache."""
+    from actions.cache import populate_from_forecasts
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    paths = urls(settings, scope["run_key"])
+    stats = populate_from_forecasts(paths["forecasts"], paths["prepared"], settings)
+    return {"stats": stats, "seconds": time.monotonic() - started}
+
+
+def teardown(scope: dict[str, Any] | None, run_key: str, settings: Settings | None = None) -> dict:
+    """Remove the run's local batch workspace; on AWS the batch stack is destroyed instead."""
+    settings = settings or get_settings()
+    started = time.monotonic()
+    path = settings.batch_dir / run_key
+    existed = path.exists()
+    if existed:
+        shutil.rmtree(path)
+    if path.exists():
+        raise SaodfError(f"teardown failed: batch workspace {path} still exists after removal")
+    logger.info("teardown of run %s: workspace %s %s", run_key, path, "removed" if existed else "absent")
+    return {"workspace": str(path), "removed": existed, "seconds": time.monotonic() - started}
+
+
+def report_cost(
+    scope: dict[str, Any], stage_seconds: dict[str, float], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Log the run's cost summary to MLflow and write the done marker that deduplicates windows."""
+    from models.cost import log_cost_summary
+
+    settings = settings or get_settings()
+    summary = log_cost_summary(settings.mlflow_tracking_uri, scope["run_key"], stage_seconds)
+    paths = urls(settings, scope["run_key"])
+    fs, path = fsspec.core.url_to_fs(paths["done_marker"])
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump({"scope": scope, "cost": summary, "finished_at": _iso(datetime.now(timezone.utc))}, handle)
+    return summary
+
+
+def merge_window_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the window events that triggered one run (Airflow may batch several) into a scope."""
+    if not events:
+        raise ValueError("no window events to merge")
+    if len(events) == 1:
+        return scope_from_window_event(events[0])
+    window_ids = sorted({event["window_id"] for event in events})
+    merged = {
+        "window_id": "+".join(window_ids),
+        "devices": sorted({device for event in events for device in event["devices"]}),
+        "end": max(event["end"] for event in events),
+        "message_count": sum(int(event.get("message_count") or 0) for event in events),
+    }
+    return scope_from_window_event(merged)

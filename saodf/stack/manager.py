@@ -1,0 +1,147 @@
+"""``saodf stack up|down|status``: the whole local stack in dependency order."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+from saodf.config import Settings
+from saodf.errors import ServiceError
+from saodf.stack import process, services
+
+logger = logging.getLogger(__name__)
+
+SERVICE_ORDER = [
+    "broker",
+    "redis",
+    "moto",
+    "mlflow",
+    "gateway",
+    "lake-writer",
+    "anomaly-consumer",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+]
+
+
+def service_specs(settings: Settings) -> dict[str, process.ServiceSpec]:
+    specs = {
+        "broker": services.broker_spec(settings),
+        "redis": services.redis_spec(settings),
+        "moto": services.moto_spec(settings),
+        "mlflow": services.mlflow_spec(settings),
+        "gateway": services.gateway_spec(settings),
+        "lake-writer": services.python_service_spec(settings, "lake-writer", "streaming.lake_writer"),
+        "anomaly-consumer": services.python_service_spec(
+            settings, "anomaly-consumer", "streaming.anomaly_consumer"
+        ),
+    }
+    for spec in services.airflow_specs(settings):
+        specs[spec.name] = spec
+    return {name: specs[name] for name in SERVICE_ORDER}
+
+
+def prepare_airflow(settings: Settings) -> None:
+    """Migrate the Airflow metadata DB (idempotent) and write the admin password file."""
+    services.ensure_airflow_passwords(settings)
+    env = services.airflow_env(settings)
+    home = services.airflow_home(settings)
+    marker = home / ".migrated"
+    log_file = settings.log_dir / "airflow-db-migrate.log"
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    if marker.exists():
+        return
+    logger.info("migrating the Airflow metadata DB in %s (log %s)", home, log_file)
+    import os
+
+    with open(log_file, "ab") as log:
+        result = subprocess.run(  # noqa: S603
+            [services._bin("airflow"), "db", "migrate"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise ServiceError(f"airflow db migrate failed with code {result.returncode}; see {log_file}")
+    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+
+
+def ensure_topics(settings: Settings) -> None:
+    from streaming.kafka import ensure_topics as create
+
+    create(
+        settings,
+        [settings.topic_raw, settings.topic_windows, settings.topic_anomalies, settings.topic_dlq],
+    )
+
+
+def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[str, str]:
+    """Start every service (or ``only`` these) that is not already healthy."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    specs = service_specs(settings)
+    names = [n for n in SERVICE_ORDER if only is None or n in only]
+    unknown = sorted(set(only or []) - set(SERVICE_ORDER))
+    if unknown:
+        raise ServiceError(f"unknown services {unknown}; choose from {SERVICE_ORDER}")
+    results: dict[str, str] = {}
+    for name in names:
+        if name.startswith("airflow-") and "airflow-prepared" not in results:
+            echo("  preparing Airflow metadata DB ...")
+            prepare_airflow(settings)
+            results["airflow-prepared"] = "ok"
+        if name == "lake-writer":
+            ensure_topics(settings)
+        started = time.monotonic()
+        state = process.start(specs[name])
+        results[name] = state
+        echo(f"  {name:<22} {state:<8} ({time.monotonic() - started:4.1f} s)")
+    results.pop("airflow-prepared", None)
+    return results
+
+
+def down(settings: Settings, echo=print) -> dict[str, str]:
+    """Stop, in reverse order, the services whose pid files ``up`` wrote."""
+    results: dict[str, str] = {}
+    for name in reversed(SERVICE_ORDER):
+        spec = _spec_for_stop(settings, name)
+        state = process.stop(spec)
+        results[name] = state
+        echo(f"  {name:<22} {state}")
+    return results
+
+
+def _spec_for_stop(settings: Settings, name: str) -> process.ServiceSpec:
+    # Stopping needs only the pid file; do not require binaries that may be gone.
+    return process.ServiceSpec(
+        name=name,
+        argv=[],
+        run_dir=settings.run_dir,
+        log_dir=settings.log_dir,
+        stop_timeout=45 if name.startswith("airflow-") or name == "mlflow" else 20,
+    )
+
+
+def status(settings: Settings) -> list[dict]:
+    specs = service_specs(settings)
+    return [process.status(specs[name]) for name in SERVICE_ORDER]
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    return {
+        "airflow": f"http://{settings.host}:{settings.ports['airflow']}",
+        "mlflow": settings.mlflow_tracking_uri,
+        "gateway": settings.gateway_url,
+        "kafka": settings.kafka_bootstrap,
+        "redis": f"redis://{settings.redis_host}:{settings.redis_port}",
+        "moto": settings.aws_endpoint_url or "",
+    }
+
+
+def secrets_location(settings: Settings) -> Path:
+    return settings.home / "secrets"

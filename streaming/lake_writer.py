@@ -493,8 +493,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-seconds", type=float, default=None, help="stop after this many seconds"
     )
+    parser.add_argument("--topic", default=None, help="raw topic (default telemetry.raw)")
+    parser.add_argument(
+        "--windows-topic", default=None, help="window-event topic (default telemetry.windows)"
+    )
+    parser.add_argument(
+        "--dlq-topic", default=None, help="dead-letter topic (default telemetry.dlq)"
+    )
     args = parser.parse_args(argv)
     configure_logging()
+    settings = get_settings()
+    overrides = {
+        name: value
+        for name, value in (
+            ("topic_raw", args.topic),
+            ("topic_windows", args.windows_topic),
+            ("topic_dlq", args.dlq_topic),
+        )
+        if value
+    }
     stop_event = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -503,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    writer = LakeWriter(group_id=args.group_id, batch_size=args.batch_size)
+    writer = LakeWriter(
+        settings.with_overrides(**overrides), group_id=args.group_id, batch_size=args.batch_size
+    )
     writer.run(max_seconds=args.max_seconds, stop_event=stop_event)
     return 0
 

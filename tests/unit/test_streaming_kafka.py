@@ -1,0 +1,71 @@
+"""Unit tests of the Kafka client configuration and delivery checks, without a broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError
+
+from saodf.config import Settings
+from streaming.kafka import (
+    DeliveryTracker,
+    StreamingError,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+)
+
+
+class _Message:
+    def __init__(self, key: bytes):
+        self._key = key
+
+    def key(self) -> bytes:
+        return self._key
+
+    def topic(self) -> str:
+        return "telemetry.raw"
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    monkeypatch.setenv("SAODF_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    return Settings.from_env()
+
+
+def test_producer_config_durable(settings):
+    config = producer_config(settings)
+    assert config["acks"] == "all"
+    assert config["enable.idempotence"] is True
+    assert config["bootstrap.servers"] == "127.0.0.1:1"
+
+
+def test_consumer_config_manual_commit(settings):
+    config = consumer_config(settings, "g1")
+    assert config["enable.auto.commit"] is False
+    assert config["session.timeout.ms"] == 6000
+    assert config["group.id"] == "g1"
+
+
+def test_config_overrides_win(settings):
+    assert producer_config(settings, **{"linger.ms": 0})["linger.ms"] == 0
+
+
+def test_tracker_counts_deliveries():
+    tracker = DeliveryTracker()
+    tracker(None, _Message(b"sensor-1"))
+    tracker(None, _Message(b"sensor-2"))
+    assert tracker.delivered == 2
+    tracker.raise_for_failures()
+
+
+def test_tracker_raises_with_key():
+    tracker = DeliveryTracker()
+    tracker(KafkaError(KafkaError._MSG_TIMED_OUT), _Message(b"sensor-7"))
+    with pytest.raises(StreamingError, match="1 message.*key 'sensor-7'"):
+        tracker.raise_for_failures()
+
+
+def test_ensure_topics_rejects_zero_partitions(settings):
+    with pytest.raises(StreamingError, match="partitions=0 is invalid"):
+        ensure_topics(settings, ["t"], partitions=0)

@@ -1,0 +1,64 @@
+"""Unit tests of the lake writer's grouping and table building, without a broker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from saodf.config import Settings
+from saodf.lake import RAW_SCHEMA
+from streaming.lake_writer import Reading, group_readings, readings_table, state_path
+
+
+def _reading(offset: int, device: str, hour: int, minute: int = 0, partition: int = 0) -> Reading:
+    moment = datetime(2025, 4, 20, hour, minute, tzinfo=timezone.utc)
+    message = {
+        "device_id": device,
+        "timestamp": moment.isoformat(),
+        "schema_version": 1,
+        "temperature": 20.0 + offset,
+        "vibration": 0.5,
+    }
+    return Reading(partition, offset, message, moment)
+
+
+def test_group_readings_by_device_hour_partition():
+    readings = [
+        _reading(0, "a", 12),
+        _reading(1, "b", 12),
+        _reading(2, "a", 13),
+        _reading(3, "a", 12, 59),
+        _reading(4, "a", 12, partition=1),
+    ]
+    groups = group_readings(readings)
+    hour12 = datetime(2025, 4, 20, 12, tzinfo=timezone.utc)
+    assert sorted(groups) == sorted(
+        [
+            ("a", hour12, 0),
+            ("b", hour12, 0),
+            ("a", hour12.replace(hour=13), 0),
+            ("a", hour12, 1),
+        ]
+    )
+    assert [r.offset for r in groups[("a", hour12, 0)]] == [0, 3]
+
+
+def test_readings_table_long_format():
+    table = readings_table("telemetry.raw", [_reading(5, "a", 12), _reading(6, "a", 12)])
+    assert table.schema == RAW_SCHEMA
+    assert table.num_rows == 4
+    assert table.column("metric").to_pylist() == [
+        "temperature",
+        "vibration",
+        "temperature",
+        "vibration",
+    ]
+    assert table.column("kafka_offset").to_pylist() == [5, 5, 6, 6]
+    assert table.column("value").to_pylist()[2] == 26.0
+
+
+def test_state_path_sanitises_group(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    settings = Settings.from_env()
+    path = state_path(settings, "group/with spaces")
+    assert path.parent == tmp_path / "run" / "lake_writer"
+    assert path.name == "group_with_spaces.json"

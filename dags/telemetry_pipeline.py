@@ -18,6 +18,7 @@ from airflow.sdk import (
     TriggerRule,
     task,
 )
+
 from saodf_airflow.triggers import WindowEventTrigger
 
 WINDOW_TOPIC = "telemetry.windows"

@@ -43,15 +43,23 @@ class AirflowClient:
 
     def get(self, path: str, **params) -> Any:
         response = requests.get(
-            f"{self.base}/api/v2{path}", headers=self._headers(), params=params, timeout=self.timeout
+            f"{self.base}/api/v2{path}",
+            headers=self._headers(),
+            params=params,
+            timeout=self.timeout,
         )
         if response.status_code == 401:
             self._token = None
             response = requests.get(
-                f"{self.base}/api/v2{path}", headers=self._headers(), params=params, timeout=self.timeout
+                f"{self.base}/api/v2{path}",
+                headers=self._headers(),
+                params=params,
+                timeout=self.timeout,
             )
         if response.status_code >= 400:
-            raise ServiceError(f"GET {path} failed with HTTP {response.status_code}: {response.text[:300]}")
+            raise ServiceError(
+                f"GET {path} failed with HTTP {response.status_code}: {response.text[:300]}"
+            )
         return response.json()
 
     def import_errors(self) -> list[dict]:

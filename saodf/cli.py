@@ -14,7 +14,9 @@ from saodf.errors import SaodfError
 from saodf.log import configure_logging
 
 app = typer.Typer(help="SAODF: IoT telemetry forecasting platform.", no_args_is_help=True)
-stack_app = typer.Typer(help="Start, stop and inspect the local stack on 127.0.0.1.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Start, stop and inspect the local stack on 127.0.0.1.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Public datasets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-letter queue tools.", no_args_is_help=True)
 actions_app = typer.Typer(help="OpenWhisk actions.", no_args_is_help=True)
@@ -49,7 +51,9 @@ def stack_up(
         _fail(exc)
     for name, url in manager.urls(settings).items():
         typer.echo(f"  {name:<8} {url}")
-    typer.echo(f"  secrets  {manager.secrets_location(settings)} (Airflow user admin, password in airflow_admin_password)")
+    typer.echo(
+        f"  secrets  {manager.secrets_location(settings)} (Airflow user admin, password in airflow_admin_password)"
+    )
 
 
 @stack_app.command("down")
@@ -74,7 +78,9 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         return
     for row in rows:
         state = "healthy" if row["healthy"] else ("running" if row["pid"] else "stopped")
-        typer.echo(f"  {row['name']:<22} {state:<8} pid={row['pid'] or '-':<8} port={row['port'] or '-'}")
+        typer.echo(
+            f"  {row['name']:<22} {state:<8} pid={row['pid'] or '-':<8} port={row['port'] or '-'}"
+        )
     if not all(row["healthy"] for row in rows):
         raise typer.Exit(code=3)
 
@@ -82,8 +88,12 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 @app.command()
 def replay(
     dataset: str = typer.Option(..., help="Dataset to replay: skab or nab."),
-    group: Optional[list[str]] = typer.Option(None, help="Dataset group, e.g. valve1 or realKnownCause (repeatable)."),
-    speed: float = typer.Option(0.0, help="Replay speed as a multiple of real time; 0 sends as fast as possible."),
+    group: Optional[list[str]] = typer.Option(
+        None, help="Dataset group, e.g. valve1 or realKnownCause (repeatable)."
+    ),
+    speed: float = typer.Option(
+        0.0, help="Replay speed as a multiple of real time; 0 sends as fast as possible."
+    ),
     limit: Optional[int] = typer.Option(None, help="Maximum number of messages per device."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset root (default SAODF_DATA_DIR)."),
 ):
@@ -103,13 +113,8 @@ def replay(
         )
     except SaodfError as exc:
         _fail(exc)
-    typer.echo(json.dumps(stats if isinstance(stats, dict) else _asdict(stats), indent=2, default=str))
-
-
-def _asdict(value):
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(value) if is_dataclass(value) else value.__dict__
+    for line in stats.summary_lines():
+        typer.echo(line)
 
 
 @app.command()
@@ -129,7 +134,9 @@ def demo(
 @app.command()
 def forecast(
     device_id: str = typer.Argument(..., help="Device id, e.g. skab-valve1-0."),
-    horizon: Optional[int] = typer.Option(None, help="Forecast steps (default: the cached horizon)."),
+    horizon: Optional[int] = typer.Option(
+        None, help="Forecast steps (default: the cached horizon)."
+    ),
 ):
     """Invoke the forecast action through the gateway and print its result."""
     from saodf.gateway_client import invoke

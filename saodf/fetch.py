@@ -23,25 +23,47 @@ INTEL_LAB_URL = "http://db.csail.mit.edu/labdata/data.txt.gz"
 
 NAB_FILES = {
     "artificialNoAnomaly": [
-        "art_daily_no_noise", "art_daily_perfect_square_wave", "art_daily_small_noise",
-        "art_flatline", "art_noisy",
+        "art_daily_no_noise",
+        "art_daily_perfect_square_wave",
+        "art_daily_small_noise",
+        "art_flatline",
+        "art_noisy",
     ],
     "artificialWithAnomaly": [
-        "art_daily_flatmiddle", "art_daily_jumpsdown", "art_daily_jumpsup", "art_daily_nojump",
-        "art_increase_spike_density", "art_load_balancer_spikes",
+        "art_daily_flatmiddle",
+        "art_daily_jumpsdown",
+        "art_daily_jumpsup",
+        "art_daily_nojump",
+        "art_increase_spike_density",
+        "art_load_balancer_spikes",
     ],
     "realAWSCloudwatch": [
-        "ec2_cpu_utilization_24ae8d", "ec2_cpu_utilization_53ea38", "ec2_cpu_utilization_5f5533",
-        "ec2_cpu_utilization_77c1ca", "ec2_cpu_utilization_825cc2", "ec2_cpu_utilization_ac20cd",
-        "ec2_cpu_utilization_c6585a", "ec2_cpu_utilization_fe7f93", "ec2_disk_write_bytes_1ef3de",
-        "ec2_disk_write_bytes_c0d644", "ec2_network_in_257a54", "ec2_network_in_5abac7",
-        "elb_request_count_8c0756", "grok_asg_anomaly", "iio_us-east-1_i-a2eb1cd9_NetworkIn",
-        "rds_cpu_utilization_cc0c53", "rds_cpu_utilization_e47b3b",
+        "ec2_cpu_utilization_24ae8d",
+        "ec2_cpu_utilization_53ea38",
+        "ec2_cpu_utilization_5f5533",
+        "ec2_cpu_utilization_77c1ca",
+        "ec2_cpu_utilization_825cc2",
+        "ec2_cpu_utilization_ac20cd",
+        "ec2_cpu_utilization_c6585a",
+        "ec2_cpu_utilization_fe7f93",
+        "ec2_disk_write_bytes_1ef3de",
+        "ec2_disk_write_bytes_c0d644",
+        "ec2_network_in_257a54",
+        "ec2_network_in_5abac7",
+        "elb_request_count_8c0756",
+        "grok_asg_anomaly",
+        "iio_us-east-1_i-a2eb1cd9_NetworkIn",
+        "rds_cpu_utilization_cc0c53",
+        "rds_cpu_utilization_e47b3b",
     ],
     "realKnownCause": [
-        "ambient_temperature_system_failure", "cpu_utilization_asg_misconfiguration",
-        "ec2_request_latency_system_failure", "machine_temperature_system_failure", "nyc_taxi",
-        "rogue_agent_key_hold", "rogue_agent_key_updown",
+        "ambient_temperature_system_failure",
+        "cpu_utilization_asg_misconfiguration",
+        "ec2_request_latency_system_failure",
+        "machine_temperature_system_failure",
+        "nyc_taxi",
+        "rogue_agent_key_hold",
+        "rogue_agent_key_updown",
     ],
 }
 SKAB_FILES = {
@@ -93,7 +115,9 @@ def fetch(dataset: str, dest: Path, overwrite: bool = False, echo=print) -> list
                 shutil.copyfileobj(response, out)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise DatasetError(f"download of {url} failed: {exc}; check the network and retry") from exc
+            raise DatasetError(
+                f"download of {url} failed: {exc}; check the network and retry"
+            ) from exc
         partial.replace(target)
         digest = hashlib.sha256(target.read_bytes()).hexdigest()[:12]
         logger.info("fetched %s -> %s (sha256 %s)", url, target, digest)

@@ -27,7 +27,11 @@ def invoke(settings: Settings, action: str, params: dict[str, Any], timeout: flo
             timeout=timeout,
         )
     except requests.RequestException as exc:
-        raise ServiceError(f"gateway at {settings.gateway_url} is unreachable: {exc}; run `saodf stack up`") from exc
+        raise ServiceError(
+            f"gateway at {settings.gateway_url} is unreachable: {exc}; run `saodf stack up`"
+        ) from exc
     if response.status_code >= 400:
-        raise ServiceError(f"action {action} failed with HTTP {response.status_code}: {response.text[:300]}")
+        raise ServiceError(
+            f"action {action} failed with HTTP {response.status_code}: {response.text[:300]}"
+        )
     return response.json()

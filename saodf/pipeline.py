@@ -108,8 +108,14 @@ def resolve_devices(scope: dict[str, Any], settings: Settings | None = None) -> 
     start = _parse_time(scope.get("interval_start"))
     end = _parse_time(scope["end"])
     files = lake.list_raw_files(settings.lake_url, None, start, end)
-    devices = sorted({part[len("device_id=") :] for f in files for part in f.split("/")
-                      if part.startswith("device_id=")})
+    devices = sorted(
+        {
+            part[len("device_id=") :]
+            for f in files
+            for part in f.split("/")
+            if part.startswith("device_id=")
+        }
+    )
     return {**scope, "devices": devices}
 
 
@@ -128,7 +134,9 @@ def validate_raw(scope: dict[str, Any], settings: Settings | None = None) -> dic
             f"no raw readings for devices {scope['devices']} before {scope['end']} in "
             f"{settings.lake_url}; replay data first (saodf replay) or check SAODF_LAKE_URL"
         )
-    result = gate(frame, "raw_telemetry", scope["run_key"], urls(settings, scope["run_key"])["quarantine"])
+    result = gate(
+        frame, "raw_telemetry", scope["run_key"], urls(settings, scope["run_key"])["quarantine"]
+    )
     return {
         "rows": int(len(frame)),
         "devices": int(frame["device_id"].nunique()),
@@ -137,7 +145,9 @@ def validate_raw(scope: dict[str, Any], settings: Settings | None = None) -> dic
     }
 
 
-def preprocess(scope: dict[str, Any], settings: Settings | None = None, **overrides) -> dict[str, Any]:
+def preprocess(
+    scope: dict[str, Any], settings: Settings | None = None, **overrides
+) -> dict[str, Any]:
     """Run the Glue job script locally for the run's devices and return its summary."""
     from etl.glue_job import PrepareConfig, run
 
@@ -154,7 +164,11 @@ def preprocess(scope: dict[str, Any], settings: Settings | None = None, **overri
         **overrides,
     )
     summary = run(config)
-    return {"prepared_url": paths["prepared"], "summary": summary, "seconds": time.monotonic() - started}
+    return {
+        "prepared_url": paths["prepared"],
+        "summary": summary,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -170,10 +184,16 @@ def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -
     with fs.open(path, "rb") as handle:
         frame = pd.read_parquet(handle)
     result = gate(frame, "prepared_series", scope["run_key"], paths["quarantine"])
-    return {"rows": int(len(frame)), "success": bool(result.success), "seconds": time.monotonic() - started}
+    return {
+        "rows": int(len(frame)),
+        "success": bool(result.success),
+        "seconds": time.monotonic() - started,
+    }
 
 
-def train(scope: dict[str, Any], settings: Settings | None = None, config_overrides=None) -> dict[str, Any]:
+def train(
+    scope: dict[str, Any], settings: Settings | None = None, config_overrides=None
+) -> dict[str, Any]:
     """Train DeepAR and the baseline per group, log both to MLflow and set the champion alias."""
     from models.pipeline import train_and_register
 
@@ -192,7 +212,9 @@ def train(scope: dict[str, Any], settings: Settings | None = None, config_overri
     return {"groups": results, "seconds": time.monotonic() - started}
 
 
-def batch_transform(scope: dict[str, Any], trained: dict[str, Any], settings: Settings | None = None):
+def batch_transform(
+    scope: dict[str, Any], trained: dict[str, Any], settings: Settings | None = None
+):
     """Forecast every series with its group's champion and write DeepAR output JSON Lines."""
     from models.pipeline import batch_transform as transform
 
@@ -204,7 +226,11 @@ def batch_transform(scope: dict[str, Any], trained: dict[str, Any], settings: Se
         for group, info in trained["groups"].items()
     }
     result = transform(paths["prepared"], paths["forecasts"], settings.mlflow_tracking_uri, chosen)
-    return {"forecasts_url": paths["forecasts"], "result": result, "seconds": time.monotonic() - started}
+    return {
+        "forecasts_url": paths["forecasts"],
+        "result": result,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -228,7 +254,9 @@ def teardown(scope: dict[str, Any] | None, run_key: str, settings: Settings | No
         shutil.rmtree(path)
     if path.exists():
         raise SaodfError(f"teardown failed: batch workspace {path} still exists after removal")
-    logger.info("teardown of run %s: workspace %s %s", run_key, path, "removed" if existed else "absent")
+    logger.info(
+        "teardown of run %s: workspace %s %s", run_key, path, "removed" if existed else "absent"
+    )
     return {"workspace": str(path), "removed": existed, "seconds": time.monotonic() - started}
 
 
@@ -244,7 +272,10 @@ def report_cost(
     fs, path = fsspec.core.url_to_fs(paths["done_marker"])
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "w") as handle:
-        json.dump({"scope": scope, "cost": summary, "finished_at": _iso(datetime.now(timezone.utc))}, handle)
+        json.dump(
+            {"scope": scope, "cost": summary, "finished_at": _iso(datetime.now(timezone.utc))},
+            handle,
+        )
     return summary
 
 

@@ -90,9 +90,7 @@ def validate_message(message: Any) -> dict[str, Any]:
                 payload=message,
             )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidTelemetryError(
-                f"metric {name}={value!r} is not a number", payload=message
-            )
+            raise InvalidTelemetryError(f"metric {name}={value!r} is not a number", payload=message)
         if not math.isfinite(value):
             raise InvalidTelemetryError(
                 f"metric {name}={value!r} is not finite; omit the metric for a missing reading",
@@ -121,7 +119,9 @@ def decode_message(raw: bytes | str) -> dict[str, Any]:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         preview = raw[:80] if isinstance(raw, (bytes, str)) else raw
-        raise InvalidTelemetryError(f"payload is not JSON ({exc}): {preview!r}", payload=raw) from None
+        raise InvalidTelemetryError(
+            f"payload is not JSON ({exc}): {preview!r}", payload=raw
+        ) from None
     return validate_message(decoded)
 
 

@@ -15,7 +15,10 @@ os.environ.setdefault("SAODF_LOG_LEVEL", "INFO")
 
 
 def _free_ports() -> dict[str, int]:
-    return {name: process.free_port() for name in ("kafka", "redis", "moto", "mlflow", "airflow", "gateway")}
+    return {
+        name: process.free_port()
+        for name in ("kafka", "redis", "moto", "mlflow", "airflow", "gateway")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +38,13 @@ def session_settings(stack_home) -> Settings:
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    for key in ("SAODF_KAFKA_BOOTSTRAP", "SAODF_MLFLOW_URI", "SAODF_GATEWAY_URL", "SAODF_REDIS_PORT",
-                "SAODF_AWS_ENDPOINT_URL"):
+    for key in (
+        "SAODF_KAFKA_BOOTSTRAP",
+        "SAODF_MLFLOW_URI",
+        "SAODF_GATEWAY_URL",
+        "SAODF_REDIS_PORT",
+        "SAODF_AWS_ENDPOINT_URL",
+    ):
         saved.setdefault(key, os.environ.pop(key, None))
     reset_settings()
     settings = Settings.from_env()

@@ -35,7 +35,9 @@ def service_specs(settings: Settings) -> dict[str, process.ServiceSpec]:
         "moto": services.moto_spec(settings),
         "mlflow": services.mlflow_spec(settings),
         "gateway": services.gateway_spec(settings),
-        "lake-writer": services.python_service_spec(settings, "lake-writer", "streaming.lake_writer"),
+        "lake-writer": services.python_service_spec(
+            settings, "lake-writer", "streaming.lake_writer"
+        ),
         "anomaly-consumer": services.python_service_spec(
             settings, "anomaly-consumer", "streaming.anomaly_consumer"
         ),
@@ -68,7 +70,9 @@ def prepare_airflow(settings: Settings) -> None:
             check=False,
         )
     if result.returncode != 0:
-        raise ServiceError(f"airflow db migrate failed with code {result.returncode}; see {log_file}")
+        raise ServiceError(
+            f"airflow db migrate failed with code {result.returncode}; see {log_file}"
+        )
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
 
 

@@ -137,7 +137,9 @@ def start(spec: ServiceSpec) -> str:
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     if running_process(spec) is not None:
         if is_healthy(spec):
-            logger.info("service %s already running and healthy (pid file %s)", spec.name, spec.pid_file)
+            logger.info(
+                "service %s already running and healthy (pid file %s)", spec.name, spec.pid_file
+            )
             return "running"
         logger.warning("service %s runs but fails its health check: restarting it", spec.name)
         stop(spec)
@@ -149,7 +151,9 @@ def start(spec: ServiceSpec) -> str:
         )
     env = {**os.environ, **spec.env}
     with open(spec.log_file, "ab") as log:
-        log.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(spec.argv)}\n".encode())
+        log.write(
+            f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(spec.argv)}\n".encode()
+        )
         log.flush()
         try:
             process = subprocess.Popen(  # noqa: S603 - argv built from our own config

@@ -47,7 +47,11 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         "SAODF_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "PYTHONPATH": os.pathsep.join(
             p
-            for p in [str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]
+            for p in [
+                str(PROJECT_ROOT),
+                str(PROJECT_ROOT / "plugins"),
+                os.environ.get("PYTHONPATH", ""),
+            ]
             if p
         ),
     }
@@ -58,7 +62,9 @@ def saodf_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _spec(settings: Settings, name: str, argv: list[str], port: int | None, **kwargs) -> ServiceSpec:
+def _spec(
+    settings: Settings, name: str, argv: list[str], port: int | None, **kwargs
+) -> ServiceSpec:
     return ServiceSpec(
         name=name,
         argv=argv,
@@ -301,9 +307,7 @@ def airflow_specs(settings: Settings) -> list[ServiceSpec]:
         ("airflow-dag-processor", [airflow, "dag-processor"]),
         ("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"]),
     ]:
-        parts.append(
-            _spec(settings, name, argv, None, env=env, start_timeout=60, stop_timeout=45)
-        )
+        parts.append(_spec(settings, name, argv, None, env=env, start_timeout=60, stop_timeout=45))
     return parts
 
 

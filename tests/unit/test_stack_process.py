@@ -43,7 +43,9 @@ def test_port_in_use_rejected(tmp_path):
         port = sock.getsockname()[1]
         spec = _sleeper(tmp_path, port=port)
         spec.port_env_var = "SAODF_TEST_PORT"
-        with pytest.raises(ServiceError, match=f"port 127.0.0.1:{port} is already in use.*SAODF_TEST_PORT"):
+        with pytest.raises(
+            ServiceError, match=f"port 127.0.0.1:{port} is already in use.*SAODF_TEST_PORT"
+        ):
             process.start(spec)
 
 

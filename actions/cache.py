@@ -1,0 +1,488 @@
+"""Redis forecast cache shared by the batch path (populate) and the real-time actions (read).
+
+Keys, all under the ``saodf:`` prefix that the Redis ACL user may touch:
+
+- ``saodf:fc:{sha256}``: one forecast in the SageMaker DeepAR output format, as JSON. The
+  hash covers device id, forecast window start, horizon, frequency, model name and model
+  version, so a new model version never serves a forecast of an older one.
+- ``saodf:device:{device_id}``: a hash pointing at the device's current forecast and at the
+  context record (its line in the prepared test channel) that the cache-miss path feeds to
+  the model.
+- ``saodf:cache:hits`` and ``saodf:cache:misses``: counters for :meth:`ForecastCache.stats`.
+
+Forecast entries expire after a TTL chosen by device volatility. Under ``allkeys-lru`` Redis
+may also evict any key, pointers included, when it reaches ``maxmemory``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+import redis
+
+from saodf.config import Settings, get_settings
+from saodf.errors import SaodfError
+
+logger = logging.getLogger(__name__)
+
+FORECAST_KEY_PREFIX = "saodf:fc:"
+DEVICE_KEY_PREFIX = "saodf:device:"
+HITS_KEY = "saodf:cache:hits"
+MISSES_KEY = "saodf:cache:misses"
+
+DYNAMIC = "dynamic"
+STABLE = "stable"
+VOLATILITY_CLASSES = (DYNAMIC, STABLE)
+DYNAMIC_TTL_SECONDS = 300
+STABLE_TTL_SECONDS = 3600
+# Coefficient of variation (std / |mean|) above which a device counts as dynamic.
+DEFAULT_CV_THRESHOLD = 0.1
+# Number of most recent finite targets that the coefficient of variation is computed on.
+VOLATILITY_WINDOW = 60
+
+
+class CacheError(SaodfError):
+    """A forecast cache entry, pointer or batch output that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DevicePointer:
+    """Where the current forecast and the model context of one device are."""
+
+    device_id: str
+    model_name: str
+    model_version: str
+    forecast_start: str
+    freq: str
+    horizon: int
+    group: str
+    context_url: str
+    context_line: int
+    volatility: str
+    # Telemetry metric the forecast target was built from; empty when the manifest omits it.
+    metric: str = ""
+
+    @property
+    def forecast_key(self) -> str:
+        return forecast_key(
+            self.device_id,
+            self.forecast_start,
+            self.horizon,
+            self.freq,
+            self.model_name,
+            self.model_version,
+        )
+
+    def to_hash(self) -> dict[str, str]:
+        return {name: str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> "DevicePointer":
+        try:
+            return cls(
+                device_id=fields["device_id"],
+                model_name=fields["model_name"],
+                model_version=fields["model_version"],
+                forecast_start=fields["forecast_start"],
+                freq=fields["freq"],
+                horizon=int(fields["horizon"]),
+                group=fields["group"],
+                context_url=fields["context_url"],
+                context_line=int(fields["context_line"]),
+                volatility=fields["volatility"],
+                metric=fields.get("metric", ""),
+            )
+        except (KeyError, ValueError) as exc:
+            raise CacheError(
+                f"device pointer {dict(fields)!r} is incomplete or malformed ({exc}); "
+                "refill the cache with populate_from_forecasts"
+            ) from None
+
+
+def forecast_key(
+    device_id: str,
+    forecast_start: str,
+    horizon: int,
+    freq: str,
+    model_name: str,
+    model_version: str,
+) -> str:
+    """Return the Redis key of one forecast: a sha256 over every field that changes it."""
+    material = json.dumps(
+        [device_id, forecast_start, int(horizon), freq, model_name, str(model_version)],
+        separators=(",", ":"),
+    )
+    return FORECAST_KEY_PREFIX + hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def device_key(device_id: str) -> str:
+    return DEVICE_KEY_PREFIX + device_id
+
+
+def coefficient_of_variation(values: Sequence[float | str | None]) -> float:
+    """Return std / |mean| of the finite values; ``inf`` when the mean is zero or nothing is left.
+
+    ``"NaN"`` strings, as DeepAR JSON Lines write gaps, count as missing.
+    """
+    finite = []
+    for value in values:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            finite.append(number)
+    if len(finite) < 2:
+        return math.inf
+    mean = sum(finite) / len(finite)
+    if mean == 0:
+        return math.inf
+    variance = sum((x - mean) ** 2 for x in finite) / (len(finite) - 1)
+    return math.sqrt(variance) / abs(mean)
+
+
+def volatility_class(
+    targets: Sequence[float | str | None],
+    cv_threshold: float = DEFAULT_CV_THRESHOLD,
+    window: int = VOLATILITY_WINDOW,
+) -> str:
+    """Classify a device as dynamic or stable from the coefficient of variation of its last targets.
+
+    Too few finite targets to judge count as dynamic, so their forecasts expire soon.
+    """
+    recent = list(targets)[-window:]
+    return DYNAMIC if coefficient_of_variation(recent) > cv_threshold else STABLE
+
+
+def redis_client(settings: Settings | None = None) -> redis.Redis:
+    """Return a client authenticated as the configured ACL user, decoding replies as text."""
+    from saodf.secrets import redis_password
+
+    settings = settings or get_settings()
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        username=settings.redis_user,
+        password=redis_password(settings),
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+    )
+
+
+class ForecastCache:
+    """Forecasts and device pointers in Redis, with hit and miss counters."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        dynamic_ttl: int = DYNAMIC_TTL_SECONDS,
+        stable_ttl: int = STABLE_TTL_SECONDS,
+    ):
+        if dynamic_ttl <= 0 or stable_ttl <= 0:
+            raise CacheError(
+                f"TTLs must be positive seconds, got dynamic={dynamic_ttl} stable={stable_ttl}"
+            )
+        self.client = client
+        self.ttls = {DYNAMIC: int(dynamic_ttl), STABLE: int(stable_ttl)}
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "ForecastCache":
+        return cls(redis_client(settings))
+
+    def ttl_for(self, volatility: str) -> int:
+        """Return the TTL in seconds of a volatility class."""
+        try:
+            return self.ttls[volatility]
+        except KeyError:
+            raise CacheError(
+                f"volatility class {volatility!r} is unknown; use one of {VOLATILITY_CLASSES}"
+            ) from None
+
+    def put(self, pointer: DevicePointer, forecast: Mapping[str, Any]) -> str:
+        """Store a forecast under its key with the TTL of its class and point the device at it.
+
+        Returns the forecast key.
+        """
+        _check_forecast(forecast, pointer)
+        key = pointer.forecast_key
+        ttl = self.ttl_for(pointer.volatility)
+        pipe = self.client.pipeline(transaction=True)
+        text = json.dumps(json_safe(forecast), separators=(",", ":"), allow_nan=False)
+        pipe.set(key, text, ex=ttl)
+        pipe.delete(device_key(pointer.device_id))
+        pipe.hset(device_key(pointer.device_id), mapping=pointer.to_hash())
+        pipe.execute()
+        return key
+
+    def pointer(self, device_id: str) -> DevicePointer | None:
+        """Return the device's pointer, or None when it was never filled or was evicted."""
+        fields = self.client.hgetall(device_key(device_id))
+        if not fields:
+            return None
+        return DevicePointer.from_hash(fields)
+
+    def peek(self, pointer: DevicePointer) -> dict[str, Any] | None:
+        """Return the forecast the pointer names without touching the hit and miss counters."""
+        raw = self.client.get(pointer.forecast_key)
+        if raw is None:
+            return None
+        return json.loads(raw)
+
+    def lookup(self, device_id: str) -> tuple[DevicePointer | None, dict[str, Any] | None]:
+        """Return the device's pointer and cached forecast, counting a hit or a miss.
+
+        The forecast is None on a miss; the pointer is None as well when the device has none.
+        """
+        pointer = self.pointer(device_id)
+        forecast = self.peek(pointer) if pointer is not None else None
+        self.client.incr(HITS_KEY if forecast is not None else MISSES_KEY)
+        return pointer, forecast
+
+    def stats(self) -> dict[str, Any]:
+        """Return hits, misses, hit_ratio, evictions, used_memory and maxmemory in bytes."""
+        hits, misses = self.client.mget(HITS_KEY, MISSES_KEY)
+        hits = int(hits or 0)
+        misses = int(misses or 0)
+        total = hits + misses
+        stats_section = self.client.info("stats")
+        memory_section = self.client.info("memory")
+        return {
+            "hits": hits,
+            "misses": misses,
+            "hit_ratio": hits / total if total else None,
+            "evictions": int(stats_section.get("evicted_keys", 0)),
+            "expirations": int(stats_section.get("expired_keys", 0)),
+            "used_memory": int(memory_section.get("used_memory", 0)),
+            "maxmemory": int(memory_section.get("maxmemory", 0)),
+        }
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with every NaN float replaced by None, which JSON writes as null."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _check_forecast(forecast: Mapping[str, Any], pointer: DevicePointer) -> None:
+    mean = forecast.get("mean")
+    quantiles = forecast.get("quantiles")
+    if not isinstance(mean, list) or not isinstance(quantiles, dict):
+        raise CacheError(
+            f"forecast for device {pointer.device_id!r} lacks a 'mean' list or a 'quantiles' "
+            "object; pass a SageMaker DeepAR output object"
+        )
+    if len(mean) < pointer.horizon:
+        raise CacheError(
+            f"forecast for device {pointer.device_id!r} has {len(mean)} mean values, fewer "
+            f"than the horizon {pointer.horizon}"
+        )
+
+
+def truncate_forecast(forecast: Mapping[str, Any], horizon: int) -> dict[str, Any]:
+    """Return the first ``horizon`` steps of a DeepAR output object (mean, quantiles, samples)."""
+    result: dict[str, Any] = {"mean": list(forecast["mean"])[:horizon]}
+    result["quantiles"] = {
+        level: list(values)[:horizon] for level, values in forecast["quantiles"].items()
+    }
+    if "samples" in forecast:
+        result["samples"] = [list(sample)[:horizon] for sample in forecast["samples"]]
+    return result
+
+
+def read_jsonl_line(url: str, line: int) -> dict[str, Any]:
+    """Return the JSON object on 0-based ``line`` of a JSON Lines file, skipping blank lines."""
+    index = 0
+    with fsspec.open(url, "rt", encoding="utf-8") as handle:
+        for text in handle:
+            if not text.strip():
+                continue
+            if index == line:
+                return json.loads(text)
+            index += 1
+    raise CacheError(f"{url} has no line {line}; refill the cache from the current batch output")
+
+
+@dataclass(frozen=True)
+class ContextChannel:
+    """The prepared test channel of one group and the target metric of each of its devices."""
+
+    url: str
+    metrics: dict[str, str]
+
+
+def context_channel(prepared_url: str, group: str) -> ContextChannel:
+    """Locate the prepared test channel whose lines were the batch-transform inputs of ``group``.
+
+    ``prepared_url`` is either the prepared dataset folder, whose ``manifest.json`` names
+    each group's ``test`` channel and each series' ``target_metric``, or the channel file
+    itself (``.jsonl``), in which case the metrics are unknown.
+    """
+    from models.errors import ModelInputError
+    from models.prepared import join_url, read_manifest
+
+    if prepared_url.endswith((".jsonl", ".json")):
+        return ContextChannel(prepared_url, {})
+    try:
+        manifest = read_manifest(prepared_url)
+    except ModelInputError as exc:
+        raise CacheError(str(exc)) from None
+    for entry in manifest["groups"]:
+        if entry.get("group") == group and "test" in entry:
+            metrics = {
+                str(series["device_id"]): str(series.get("target_metric") or "")
+                for series in entry.get("series", [])
+                if "device_id" in series
+            }
+            return ContextChannel(join_url(prepared_url, entry["test"]), metrics)
+    raise CacheError(
+        f"group {group!r} is not in the prepared manifest under {prepared_url}; pass the "
+        "prepared dataset that batch_transform read"
+    )
+
+
+def _group_urls(forecasts_url: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(forecasts_url)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    if fs.exists(posixpath.join(root, "manifest.json")):
+        folders = [root]
+    else:
+        if not fs.exists(root):
+            raise CacheError(f"forecast folder {forecasts_url} does not exist; run batch_transform")
+        folders = sorted(
+            path
+            for path in fs.ls(root, detail=False)
+            if fs.isdir(path) and fs.exists(posixpath.join(path, "manifest.json"))
+        )
+    if protocol in ("file", "local"):
+        return [fs.unstrip_protocol(folder) for folder in folders]
+    return [f"{protocol}://{folder}" for folder in folders]
+
+
+def populate_from_forecasts(
+    forecasts_url: str,
+    prepared_url: str,
+    settings: Settings | None = None,
+    volatility_overrides: Mapping[str, str] | None = None,
+    cache: ForecastCache | None = None,
+) -> dict[str, Any]:
+    """Fill forecast entries and device pointers from a batch-transform output.
+
+    Args:
+        forecasts_url: a group folder holding ``manifest.json`` and ``output.jsonl.out``, or
+            the forecasts root whose sub-folders are such group folders.
+        prepared_url: the prepared dataset folder, or its test channel file (see
+            :func:`context_channel`); the channel lines are the batch-transform inputs.
+        settings: where Redis is; defaults to :func:`get_settings`.
+        volatility_overrides: ``{device_id: "dynamic" | "stable"}`` replacing the class
+            computed from the coefficient of variation.
+        cache: the cache to fill; defaults to one built from ``settings``.
+
+    Returns:
+        ``{"groups", "entries", "devices", "volatility": {class: count}}``.
+
+    Raises:
+        CacheError: a manifest or output file that is missing or does not match.
+    """
+    settings = settings or get_settings()
+    cache = cache or ForecastCache.from_settings(settings)
+    overrides = dict(volatility_overrides or {})
+    for device_id, klass in overrides.items():
+        if klass not in VOLATILITY_CLASSES:
+            raise CacheError(
+                f"volatility override {klass!r} for device {device_id!r} is invalid; "
+                f"use one of {VOLATILITY_CLASSES}"
+            )
+    summary: dict[str, Any] = {
+        "groups": 0,
+        "entries": 0,
+        "devices": [],
+        "volatility": {DYNAMIC: 0, STABLE: 0},
+    }
+    for group_url in _group_urls(forecasts_url):
+        count = _populate_group(group_url, prepared_url, cache, overrides, summary)
+        summary["groups"] += 1
+        logger.info("cache filled with %d forecasts of group folder %s", count, group_url)
+    return summary
+
+
+def _populate_group(
+    group_url: str,
+    prepared_url: str,
+    cache: ForecastCache,
+    overrides: Mapping[str, str],
+    summary: dict[str, Any],
+) -> int:
+    from models.output import read_forecast_lines
+
+    with fsspec.open(posixpath.join(group_url, "manifest.json"), "rt", encoding="utf-8") as f:
+        manifest = json.load(f)
+    missing = [
+        name
+        for name in ("group", "freq", "model_name", "model_version", "prediction_length", "series")
+        if name not in manifest
+    ]
+    if missing:
+        raise CacheError(f"manifest of {group_url} lacks {missing}; rerun batch_transform")
+    forecasts = read_forecast_lines(posixpath.join(group_url, "output.jsonl.out"))
+    channel = context_channel(prepared_url, manifest["group"])
+    context_url = channel.url
+    contexts = _read_context_lines(context_url)
+    count = 0
+    for series in manifest["series"]:
+        line = int(series["line"])
+        if line >= len(forecasts):
+            raise CacheError(
+                f"manifest of {group_url} names output line {line} but the output has "
+                f"{len(forecasts)} lines; rerun batch_transform"
+            )
+        if line >= len(contexts):
+            raise CacheError(
+                f"manifest of {group_url} names context line {line} but {context_url} has "
+                f"{len(contexts)} lines; pass the test channel that batch_transform read"
+            )
+        device_id = series["device_id"]
+        volatility = overrides.get(device_id) or volatility_class(contexts[line].get("target", []))
+        pointer = DevicePointer(
+            device_id=device_id,
+            model_name=manifest["model_name"],
+            model_version=str(manifest["model_version"]),
+            forecast_start=series["forecast_start"],
+            freq=manifest["freq"],
+            horizon=int(manifest["prediction_length"]),
+            group=manifest["group"],
+            context_url=context_url,
+            context_line=line,
+            volatility=volatility,
+            metric=channel.metrics.get(device_id, ""),
+        )
+        cache.put(pointer, forecasts[line])
+        summary["devices"].append(device_id)
+        summary["volatility"][volatility] += 1
+        count += 1
+    summary["entries"] += count
+    return count
+
+
+def _read_context_lines(url: str) -> list[dict[str, Any]]:
+    try:
+        with fsspec.open(url, "rt", encoding="utf-8") as handle:
+            return [json.loads(text) for text in handle if text.strip()]
+    except FileNotFoundError:
+        raise CacheError(
+            f"prepared test channel {url} does not exist; pass the channel file that "
+            "batch_transform read as prepared_url"
+        ) from None

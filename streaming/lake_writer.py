@@ -1,13 +1,15 @@
 """Lake writer: a consumer group on the raw topic that writes Parquet files and window events.
 
-For each polled batch the writer validates every message (invalid ones go to the
-dead-letter topic), writes one raw-zone file per device, hour and partition offset range,
-flushes the dead-letter records, saves its window state and only then commits the
-offsets synchronously. A crash therefore repeats at most one batch, and readers drop the
+For each polled batch the writer validates every message and sends invalid ones to the
+dead-letter topic. It writes one raw-zone file per device, hour and partition offset
+range, flushes the dead-letter records and saves its window state. Only then does it
+commit the offsets synchronously. A crash therefore repeats at most one batch, and readers drop the
 repeated rows by their Kafka coordinates.
 
 The open window is saved to ``{SAODF_HOME}/run/lake_writer/{group}.json`` before each
 commit, so a writer restarted on the same host resumes the window where it stopped.
+NOTE: after a crash, a partition that another host takes over starts a new window, so
+the crashed writer's open window gets no event (its readings are in the lake).
 Window events are at-least-once: the pipeline deduplicates them by ``window_id``.
 
 Run it with ``python -m streaming.lake_writer``; SIGTERM and SIGINT finish the current
@@ -140,6 +142,7 @@ class LakeWriter:
         self.next_offsets: dict[int, int] = {}
         self.assigned: set[int] = set()
         self._committed: dict[int, int] = {}
+        self._failed = False
         self.state_file = state_path(self.settings, group_id)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -207,7 +210,14 @@ class LakeWriter:
                 batch = self._consumer_or_fail().consume(
                     self.batch_size, self._poll_timeout(deadline)
                 )
-                self.process_batch(batch)
+                try:
+                    self.process_batch(batch)
+                except Exception:
+                    # The open window may hold messages whose writes failed: neither announce
+                    # nor commit it when the group is left.
+                    self._failed = True
+                    logger.exception("batch failed for group %s; stopping", self.group_id)
+                    raise
                 if self.window.is_due(
                     time.time(), self.settings.window_messages, self.settings.window_seconds
                 ):
@@ -262,22 +272,14 @@ class LakeWriter:
 
     def _write_chunk(self, messages: list[Message]) -> None:
         now = time.time()
+        chunk_next: dict[int, int] = {}
         readings: list[Reading] = []
         dead_lettered = 0
+        self._close_window_on_rewind(messages)
         for message in messages:
             partition, offset = message.partition(), message.offset()
-            span = self.window.spans.get(partition)
-            if span is not None and offset <= span.last:
-                logger.warning(
-                    "offset of %s[%d] went back from %d to %d; closing the open window first",
-                    self.topic,
-                    partition,
-                    span.last,
-                    offset,
-                )
-                self._close_window()
             self.stats.consumed += 1
-            self.next_offsets[partition] = offset + 1
+            chunk_next[partition] = offset + 1
             try:
                 if message.value() is None:
                     raise InvalidTelemetryError("message has no payload (null value)")
@@ -305,6 +307,23 @@ class LakeWriter:
             # The dead-letter records must be durable before their offsets are committed.
             flush_or_raise(self._producer_or_fail(), self._tracker)
             self.stats.dead_lettered += dead_lettered
+        # Offsets advance only once the chunk's files and dead-letter records are durable.
+        self.next_offsets.update(chunk_next)
+
+    def _close_window_on_rewind(self, messages: list[Message]) -> None:
+        """Close the open window when a partition's offsets go back, as after a failed commit."""
+        for message in messages:
+            span = self.window.spans.get(message.partition())
+            if span is not None and message.offset() <= span.last:
+                logger.warning(
+                    "offset of %s[%d] went back from %d to %d; closing the open window first",
+                    self.topic,
+                    message.partition(),
+                    span.last,
+                    message.offset(),
+                )
+                self._close_window()
+                return
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         key = message.key()
@@ -453,9 +472,12 @@ class LakeWriter:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is committed before the next poll, so only the open window is pending.
-        self._close_window()
-        self._save_state()
-        self._commit()
+        if self._failed:
+            self.window = Window(self.topic)
+        else:
+            self._close_window()
+            self._save_state()
+            self._commit()
         self._forget(partitions)
         logger.info(
             "revoked %s partitions %s from group %s",
@@ -465,7 +487,7 @@ class LakeWriter:
         )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Another member may own these partitions already: keep the state for a restart only.
+        # Another member may own these partitions already, so the window is saved, not announced.
         self._save_state()
         self.window = Window(self.topic)
         self._forget(partitions)

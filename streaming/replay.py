@@ -44,7 +44,7 @@ FLUSH_TIMEOUT_S = 60.0
 
 @dataclass
 class ReplayStats:
-    """Counts of one replay; ``skipped`` counts the rows the readers skipped, per reason."""
+    """Counts of one replay, with ``skipped`` counting the rows the readers skipped per reason."""
 
     dataset: str
     topic: str
@@ -111,7 +111,7 @@ class _Pacer:
             gap = (moment - self.previous).total_seconds() / self.speed
             self.due += min(max(gap, 0.0), self.max_sleep)
         self.previous = moment
-        # poll() both sleeps and serves delivery reports; each wait is at most max_sleep.
+        # poll() both sleeps and serves delivery reports. Each gap adds at most max_sleep.
         while (remaining := self.due - time.monotonic()) > 0:
             self.producer.poll(min(remaining, 0.5))
 
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="maximum messages to send")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+
     configure_logging()
     console = Console()
     try:
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except SaodfError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
+
     for line in stats.summary_lines():
         console.print(line, markup=False, highlight=False)
     return 0

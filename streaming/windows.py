@@ -1,8 +1,8 @@
 """Window bookkeeping of the lake writer: offsets, devices and time range of the open window.
 
 A window closes after ``window_messages`` consumed messages or ``window_seconds`` of wall
-time since its first message, whichever comes first. Its event tells the pipeline which
-readings reached the lake. The window id is a hash of the topic and the offset range of
+time since its first message, whichever comes first. Its event lists the offsets and
+devices whose readings reached the lake. The window id is a hash of the topic and the offset range of
 each partition, so the same offsets always give the same id and consumers can deduplicate.
 """
 
@@ -110,7 +110,7 @@ class Window:
         device_id: str | None = None,
         timestamp: datetime | None = None,
     ) -> None:
-        """Record one consumed message; ``device_id`` is None for a dead-lettered one."""
+        """Record one consumed message, with ``device_id`` None for a dead-lettered one."""
         span = self.spans.get(partition)
         if span is None:
             span = PartitionSpan(first=offset, last=offset, opened_at=now)
@@ -201,11 +201,11 @@ def reconcile_partition(saved_next: int | None, committed: int | None) -> tuple[
         offset) and whether the saved window part of this partition is still valid.
     """
     if saved_next is None or committed is None or committed < 0:
-        # Without a commit the group is new (or the broker lost its offsets): ignore the state.
+        # Without a commit the group is new or the broker lost its offsets, so the state is stale.
         return None, False
     if saved_next > committed:
         return saved_next, True
     if saved_next == committed:
         return None, True
-    # Another group member consumed past the saved state: that part of the window is stale.
+    # Another group member consumed past the saved state, so that part of the window is stale.
     return None, False

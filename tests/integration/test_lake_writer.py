@@ -46,7 +46,7 @@ def _topics(settings: Settings, partitions: int = 1) -> Settings:
 
 
 def _reading(index: int) -> dict:
-    # Readings 90 s apart span two hours, so each device gets files in two hour folders.
+    # 200 readings 90 s apart span five hours, so each device gets files in several hours.
     return {
         "device_id": DEVICES[index % len(DEVICES)],
         "timestamp": format_timestamp(T0 + timedelta(seconds=90 * index)),

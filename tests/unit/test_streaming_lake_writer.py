@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from saodf.config import Settings
 from saodf.lake import RAW_SCHEMA
-from streaming.lake_writer import Reading, group_readings, readings_table, state_path
+from streaming.kafka import StreamingError
+from streaming.lake_writer import (
+    LakeWriter,
+    Reading,
+    group_readings,
+    readings_table,
+    state_path,
+)
 
 
 def _reading(offset: int, device: str, hour: int, minute: int = 0, partition: int = 0) -> Reading:
@@ -62,3 +71,51 @@ def test_state_path_sanitises_group(tmp_path, monkeypatch):
     path = state_path(settings, "group/with spaces")
     assert path.parent == tmp_path / "run" / "lake_writer"
     assert path.name == "group_with_spaces.json"
+
+
+class _Message:
+    def __init__(self, offset: int, value: bytes | None):
+        self._offset = offset
+        self._value = value
+
+    def error(self):
+        return None
+
+    def topic(self) -> str:
+        return "telemetry.raw"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"sensor-1"
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+class _StuckProducer:
+    """Producer whose queued messages never get a delivery report."""
+
+    def produce(self, *args, **kwargs) -> None:
+        pass
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 1
+
+
+def test_writer_keeps_offsets_when_dlq_flush_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    monkeypatch.setenv("SAODF_LAKE_URL", (tmp_path / "lake").as_uri())
+    writer = LakeWriter(Settings.from_env(), group_id="g1")
+    writer._producer = _StuckProducer()
+    with pytest.raises(StreamingError, match="1 message\\(s\\) still undelivered"):
+        writer.process_batch([_Message(0, b"not json")])
+    assert writer.next_offsets == {}
+    assert not writer.state_file.exists()

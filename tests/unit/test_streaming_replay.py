@@ -12,7 +12,7 @@ from streaming.replay import ReplayStats, replay
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
     monkeypatch.setenv("SAODF_HOME", str(tmp_path))
-    # A closed port: any attempt to connect would hang on delivery, not raise DatasetError.
+    # Port 1 is closed, so a test that reached the broker would fail on delivery instead.
     monkeypatch.setenv("SAODF_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     return Settings.from_env()
 

@@ -1,0 +1,109 @@
+"""Append-only audit log of the action gateway, hash-chained so that edits are detectable.
+
+Each line is a JSON object whose ``prev`` field is the sha256 (hex) of the previous line's
+bytes, without its newline; the first line has 64 zeros. Editing, removing or reordering
+a line breaks the chain at the next line. Edits of the last line and truncation of the
+tail leave a valid chain, so they are detectable only against a copy of the last hash
+kept elsewhere (:meth:`AuditLog.append` returns it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from saodf.errors import SaodfError
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditChainError(SaodfError):
+    """An audit log whose hash chain is broken: a line was edited, removed or reordered."""
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _last_line(path: Path) -> bytes | None:
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        end = handle.tell()
+        position = end
+        chunk = b""
+        while position > 0:
+            step = min(4096, position)
+            position -= step
+            handle.seek(position)
+            chunk = handle.read(step) + chunk
+            stripped = chunk.rstrip(b"\n")
+            if b"\n" in stripped:
+                return stripped.rsplit(b"\n", 1)[1]
+        stripped = chunk.rstrip(b"\n")
+        return stripped or None
+
+
+class AuditLog:
+    """A JSON Lines audit log; :meth:`append` is safe to call from many threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        last = _last_line(self.path) if self.path.exists() else None
+        self._prev = line_hash(last) if last else GENESIS_HASH
+
+    def append(self, event: str, **fields: Any) -> str:
+        """Append one record and return its hash, which the next record will carry as ``prev``."""
+        with self._lock:
+            record = {
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "event": event,
+                **fields,
+                "prev": self._prev,
+            }
+            line = json.dumps(record, separators=(",", ":"), sort_keys=True).encode("utf-8")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._prev = line_hash(line)
+            return self._prev
+
+
+def verify_audit_log(path: Path) -> int:
+    """Check the hash chain of an audit log and return its number of records.
+
+    Raises:
+        AuditChainError: naming the first line whose ``prev`` does not match, or that is not
+            a JSON object.
+    """
+    expected = GENESIS_HASH
+    count = 0
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\n")
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise AuditChainError(
+                    f"{path} line {number} is not JSON; the log was edited"
+                ) from None
+            if not isinstance(record, dict) or record.get("prev") != expected:
+                raise AuditChainError(
+                    f"{path} line {number} does not carry the hash of line {number - 1}; "
+                    "a line before it was edited, removed or reordered"
+                )
+            expected = line_hash(line)
+            count += 1
+    return count

@@ -1,0 +1,320 @@
+"""OpenWhisk action ``detect_anomaly``: flag telemetry readings by streaming z-score and forecast band.
+
+Per device and metric, Redis keeps an exponentially weighted moving average (EWMA) of the
+mean and variance in ``saodf:anomaly:{device_id}:{metric}``. A Lua script scores each
+value against the state before the value and then updates it, atomically, so concurrent
+activations of the action never lose an update. A reading is anomalous when, after
+``warmup`` values of a metric, ``|z|`` exceeds ``threshold`` for any metric. A flagged
+value updates the state with ``alpha * flagged_weight`` so that a spike barely shifts the
+baseline, while a lasting level change is still absorbed over time.
+
+When the device's cached forecast covers the reading's timestamp, the value of the
+forecast metric is also checked against the [0.1, 0.9] quantile band, widened around
+its centre by ``band_factor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from actions.cache import CacheError, DevicePointer, ForecastCache
+from saodf.errors import InvalidTelemetryError, SaodfError
+from saodf.telemetry import metric_names, parse_timestamp, validate_message
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY_PREFIX = "saodf:anomaly:"
+MAX_READINGS = 500
+
+# Defaults from a grid search on SKAB valve1 (16 experiments, one device each, 1 s readings,
+# labels from its ``anomaly`` column, tuned and scored on the same data): point precision
+# 0.90, point recall 0.54, 15 of 16 anomaly segments hit. Callers override any of them per
+# activation. A flagged value moves the baseline with weight alpha * flagged_weight, so a
+# lasting level change stops being flagged only after about 1 / (alpha * flagged_weight)
+# readings (20,000 with these defaults).
+DEFAULTS: dict[str, float] = {
+    "alpha": 0.005,
+    "threshold": 3.5,
+    "warmup": 300,
+    "flagged_weight": 0.01,
+    "band_factor": 1.5,
+    "state_ttl_seconds": 7 * 24 * 3600,
+}
+
+# KEYS[1] state hash; ARGV: value, alpha, warmup, threshold, flagged_weight, ttl seconds.
+# Returns {count before this value, z as a string}. The weight is at least 1 / (n + 1), so the
+# first values give their plain mean and variance instead of a bias towards the first one. The
+# standard deviation has a floor of 1e-3 * |mean| + 1e-9, so a metric that was constant so far
+# gives a finite z.
+_UPDATE_SCRIPT = """
+local state = redis.call('HMGET', KEYS[1], 'n', 'mean', 'var')
+local x = tonumber(ARGV[1])
+local alpha = tonumber(ARGV[2])
+local warmup = tonumber(ARGV[3])
+local threshold = tonumber(ARGV[4])
+local flagged_weight = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local n = tonumber(state[1]) or 0
+local mean = tonumber(state[2])
+local var = tonumber(state[3]) or 0
+local z = 0
+if mean == nil then
+  mean = x
+  var = 0
+else
+  local sd = math.sqrt(var)
+  local floor = 1e-3 * math.abs(mean) + 1e-9
+  if sd < floor then sd = floor end
+  z = (x - mean) / sd
+  local weight = math.max(alpha, 1 / (n + 1))
+  if n >= warmup and math.abs(z) > threshold then weight = alpha * flagged_weight end
+  local diff = x - mean
+  local increment = weight * diff
+  mean = mean + increment
+  var = (1 - weight) * (var + diff * increment)
+end
+redis.call('HSET', KEYS[1], 'n', n + 1, 'mean', string.format('%.17g', mean),
+  'var', string.format('%.17g', var))
+redis.call('EXPIRE', KEYS[1], ttl)
+return {n, string.format('%.17g', z)}
+"""
+
+
+class DetectorConfigError(SaodfError):
+    """A detector parameter of an activation that is out of range."""
+
+
+def state_key(device_id: str, metric: str) -> str:
+    return f"{STATE_KEY_PREFIX}{device_id}:{metric}"
+
+
+def _parameters(args: dict[str, Any]) -> dict[str, float]:
+    params = dict(DEFAULTS)
+    for name in DEFAULTS:
+        if name not in args:
+            continue
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DetectorConfigError(f"parameter {name}={value!r} is not a number")
+        params[name] = float(value)
+    if not 0 < params["alpha"] <= 1:
+        raise DetectorConfigError(f"alpha={params['alpha']} must be in (0, 1]")
+    if not 0 <= params["flagged_weight"] <= 1:
+        raise DetectorConfigError(f"flagged_weight={params['flagged_weight']} must be in [0, 1]")
+    for name in ("threshold", "band_factor", "state_ttl_seconds"):
+        if params[name] <= 0:
+            raise DetectorConfigError(f"{name}={params[name]} must be positive")
+    if params["warmup"] < 0:
+        raise DetectorConfigError(f"warmup={params['warmup']} must not be negative")
+    return params
+
+
+def _readings(args: dict[str, Any]) -> list[Any]:
+    if "readings" in args:
+        readings = args["readings"]
+        if not isinstance(readings, list):
+            raise DetectorConfigError(
+                f"readings is a {type(readings).__name__}; send a JSON array of messages"
+            )
+        if len(readings) > MAX_READINGS:
+            raise DetectorConfigError(
+                f"readings has {len(readings)} messages; the maximum per activation is "
+                f"{MAX_READINGS}, so split the batch"
+            )
+        return readings
+    if "reading" in args:
+        return [args["reading"]]
+    raise DetectorConfigError("missing input: send 'reading' (one message) or 'readings' (a list)")
+
+
+class ForecastBands:
+    """Forecast quantile bands of the devices in one activation, each read from Redis once."""
+
+    def __init__(self, cache: ForecastCache, metric_override: str | None, band_factor: float):
+        self.cache = cache
+        self.metric_override = metric_override
+        self.band_factor = band_factor
+        self._entries: dict[str, tuple[DevicePointer, dict[str, Any]] | None] = {}
+
+    def _entry(self, device_id: str) -> tuple[DevicePointer, dict[str, Any]] | None:
+        if device_id not in self._entries:
+            entry = None
+            try:
+                pointer = self.cache.pointer(device_id)
+                forecast = self.cache.peek(pointer) if pointer is not None else None
+                if pointer is not None and forecast is not None:
+                    entry = (pointer, forecast)
+            except CacheError as exc:
+                logger.warning("forecast band of device %s unavailable: %s", device_id, exc)
+            self._entries[device_id] = entry
+        return self._entries[device_id]
+
+    def check(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Return the band violation of a message, or None when inside or not covered."""
+        entry = self._entry(message["device_id"])
+        if entry is None:
+            return None
+        pointer, forecast = entry
+        metric = self.metric_override or pointer.metric
+        if not metric or metric not in message:
+            return None
+        step = _step_index(pointer, parse_timestamp(message["timestamp"]))
+        quantiles = forecast.get("quantiles", {})
+        low_values, high_values = quantiles.get("0.1"), quantiles.get("0.9")
+        if step is None or low_values is None or high_values is None:
+            return None
+        if step >= min(len(low_values), len(high_values), pointer.horizon):
+            return None
+        low, high = float(low_values[step]), float(high_values[step])
+        centre = (low + high) / 2
+        half_width = (high - low) / 2 * self.band_factor
+        value = message[metric]
+        if centre - half_width <= value <= centre + half_width:
+            return None
+        return {
+            "metric": metric,
+            "value": value,
+            "low": centre - half_width,
+            "high": centre + half_width,
+            "step": step,
+            "model_version": pointer.model_version,
+        }
+
+
+def _step_index(pointer: DevicePointer, moment: datetime) -> int | None:
+    start = pd.Timestamp(pointer.forecast_start)
+    if start.tzinfo is None:
+        start = start.tz_localize("UTC")
+    step = pd.tseries.frequencies.to_offset(pointer.freq)
+    try:
+        width = pd.Timedelta(step)
+    except ValueError:
+        return None
+    offset = pd.Timestamp(moment) - start
+    if offset < pd.Timedelta(0):
+        return None
+    return int(offset // width)
+
+
+def detect(
+    readings: list[Any],
+    cache: ForecastCache,
+    params: dict[str, float] | None = None,
+    forecast_metric: str | None = None,
+) -> list[dict[str, Any]]:
+    """Score each reading and return one result per reading, in input order.
+
+    Invalid readings return ``{"valid": False, "reason": ...}`` and leave the state as it is.
+    """
+    params = params or dict(DEFAULTS)
+    script = cache.client.register_script(_UPDATE_SCRIPT)
+    bands = ForecastBands(cache, forecast_metric, params["band_factor"])
+    results: list[dict[str, Any] | None] = [None] * len(readings)
+    valid: list[tuple[int, dict[str, Any], list[str]]] = []
+    for index, reading in enumerate(readings):
+        try:
+            message = validate_message(reading)
+        except InvalidTelemetryError as exc:
+            results[index] = {
+                "index": index,
+                "valid": False,
+                "anomalous": False,
+                "score": None,
+                "metrics": [],
+                "reason": exc.reason,
+                "reading": reading,
+            }
+            continue
+        valid.append((index, message, metric_names(message)))
+
+    pipe = cache.client.pipeline(transaction=False)
+    for _, message, metrics in valid:
+        for metric in metrics:
+            script(
+                keys=[state_key(message["device_id"], metric)],
+                args=[
+                    repr(message[metric]),
+                    params["alpha"],
+                    int(params["warmup"]),
+                    params["threshold"],
+                    params["flagged_weight"],
+                    int(params["state_ttl_seconds"]),
+                ],
+                client=pipe,
+            )
+    replies = iter(pipe.execute())
+
+    for index, message, metrics in valid:
+        z_scores: dict[str, float] = {}
+        triggered: list[str] = []
+        for metric in metrics:
+            count, z_text = next(replies)
+            z = float(z_text)
+            z_scores[metric] = round(z, 4)
+            if int(count) >= params["warmup"] and abs(z) > params["threshold"]:
+                triggered.append(metric)
+        score = max((abs(z) for z in z_scores.values()), default=0.0)
+        reasons = [
+            f"{metric} z={z_scores[metric]:+.2f} beyond ±{params['threshold']:g}"
+            for metric in triggered
+        ]
+        band = bands.check(message)
+        if band is not None:
+            if band["metric"] not in triggered:
+                triggered.append(band["metric"])
+            reasons.append(
+                f"{band['metric']}={band['value']:g} outside forecast band "
+                f"[{band['low']:.4g}, {band['high']:.4g}] of model version "
+                f"{band['model_version']}"
+            )
+        results[index] = {
+            "index": index,
+            "valid": True,
+            "device_id": message["device_id"],
+            "timestamp": message["timestamp"],
+            "anomalous": bool(triggered),
+            "score": round(score, 4) if math.isfinite(score) else None,
+            "metrics": triggered,
+            "z_scores": z_scores,
+            "reason": "; ".join(reasons) if reasons else "within normal range",
+        }
+    return [result for result in results if result is not None]
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    """Run the OpenWhisk action: score ``reading`` or up to 500 ``readings``."""
+    try:
+        params = _parameters(args)
+        readings = _readings(args)
+        forecast_metric = args.get("forecast_metric")
+        if forecast_metric is not None and not isinstance(forecast_metric, str):
+            raise DetectorConfigError(f"forecast_metric={forecast_metric!r} is not a string")
+        cache = _cache()
+        results = detect(readings, cache, params, forecast_metric)
+    except SaodfError as exc:
+        return {"error": str(exc)}
+    anomalies = sum(1 for result in results if result["anomalous"])
+    invalid = sum(1 for result in results if not result["valid"])
+    return {"results": results, "count": len(results), "anomalies": anomalies, "invalid": invalid}
+
+
+_CACHE: ForecastCache | None = None
+
+
+def _cache() -> ForecastCache:
+    # One client per runtime process: the connection pool stays warm between activations.
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = ForecastCache.from_settings()
+    return _CACHE
+
+
+def reset_cache() -> None:
+    """Drop the process-wide Redis client, so that the next activation reads the settings again."""
+    global _CACHE
+    _CACHE = None

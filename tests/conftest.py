@@ -12,6 +12,13 @@ from saodf.config import PROJECT_ROOT, Settings, reset_settings
 from saodf.stack import process, services
 
 os.environ.setdefault("SAODF_LOG_LEVEL", "INFO")
+# Airflow reads its config at import: point it at a throwaway home, never ~/airflow.
+if "AIRFLOW_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="saodf-airflow-test-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 
 
 def _free_ports() -> dict[str, int]:

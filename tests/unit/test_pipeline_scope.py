@@ -1,0 +1,74 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from saodf import pipeline
+from saodf_airflow.triggers import parse_window_event
+
+EVENT = {
+    "window_id": "abc",
+    "devices": ["b", "a"],
+    "start": "2020-03-09T10:00:00Z",
+    "end": "2020-03-09T11:00:00Z",
+    "message_count": 10,
+}
+
+
+def test_window_scope_is_deterministic():
+    first = pipeline.scope_from_window_event(EVENT)
+    second = pipeline.scope_from_window_event(dict(EVENT))
+    assert first["run_key"] == second["run_key"]
+    assert first["devices"] == ["a", "b"]
+    assert first["end"] == EVENT["end"]
+
+
+def test_interval_scope_key():
+    start = datetime(2014, 1, 1, 10, tzinfo=timezone.utc)
+    end = datetime(2014, 1, 1, 11, tzinfo=timezone.utc)
+    scope = pipeline.scope_from_interval(start, end)
+    assert scope["run_key"] == "interval-20140101T1000-20140101T1100"
+    assert scope["end"] == "2014-01-01T11:00:00Z"
+
+
+def test_merge_window_events_unions_devices():
+    other = {**EVENT, "window_id": "def", "devices": ["c"], "end": "2020-03-09T12:00:00Z"}
+    scope = pipeline.merge_window_events([EVENT, other])
+    assert scope["devices"] == ["a", "b", "c"]
+    assert scope["end"] == "2020-03-09T12:00:00Z"
+    assert scope["window_id"] == "abc+def"
+    assert scope["message_count"] == 20
+
+
+def test_parse_window_event_rejects_missing_fields():
+    with pytest.raises(ValueError, match="lacks the fields"):
+        parse_window_event(b'{"window_id": "x"}')
+
+
+def test_parse_window_event_rejects_non_json():
+    with pytest.raises(ValueError):
+        parse_window_event(b"not json")
+
+
+def test_parse_window_event_rejects_empty_devices():
+    with pytest.raises(ValueError, match="lists no devices"):
+        parse_window_event({**EVENT, "devices": []})
+
+
+def test_teardown_removes_workspace(tmp_path, monkeypatch):
+    from saodf.config import Settings
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    settings = Settings.from_env()
+    workspace = pipeline.workspace(settings, "run-1")
+    (workspace / "checkpoint.ckpt").write_text("x")
+    result = pipeline.teardown(None, "run-1", settings)
+    assert result["removed"] is True
+    assert not workspace.exists()
+
+
+def test_teardown_absent_workspace(tmp_path, monkeypatch):
+    from saodf.config import Settings
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    result = pipeline.teardown(None, "never-created", Settings.from_env())
+    assert result["removed"] is False

@@ -1,0 +1,522 @@
+"""Action gateway: the subset of the OpenWhisk REST API that SAODF clients use, on 127.0.0.1.
+
+Routes:
+
+- ``POST /api/v1/namespaces/{ns}/actions/{name}?blocking=true[&result=true]``: the JSON body
+  is the action's parameters. A blocking call returns the activation record (or only its
+  result with ``result=true``): HTTP 200 on success, 502 when the action failed and 500 when
+  the gateway could not run it. Without ``blocking=true`` it returns 202 with the
+  activation id, and the record is available from the activations route when it ends.
+- ``GET /api/v1/namespaces/{ns}/activations/{id}``: a stored activation record.
+- ``GET /health``: liveness, without authentication.
+- ``GET /metrics``: Prometheus text. It requires a namespace key like the API, because the
+  counters name the namespaces and actions in use.
+
+Authentication is HTTP basic with the OpenWhisk key ``uuid:key`` of a namespace: 401 without
+or with wrong credentials, 403 for another namespace's path (``_`` is the caller's own
+namespace), 404 for an unknown action, 413 for a body over the size limit.
+
+Each action runs in its own :mod:`actions.runtime` processes (see :mod:`actions.pool`).
+Every invocation and every rejected request is appended to the hash-chained audit log
+``SAODF_HOME/logs/audit.jsonl``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from actions.audit import AuditLog
+from actions.metrics import GatewayMetrics
+from actions.pool import (
+    ActionPool,
+    ActionSpec,
+    ActivationTimeout,
+    PoolBusy,
+    RuntimeProcessError,
+    runtime_env,
+    start_pools,
+)
+from saodf.config import Settings, get_settings
+from saodf.errors import SaodfError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ACTIONS = (
+    ActionSpec(name="forecast", module="actions.forecast", timeout_seconds=60.0),
+    ActionSpec(name="detect_anomaly", module="actions.detect_anomaly", timeout_seconds=30.0),
+)
+MAX_BODY_BYTES = 1024 * 1024
+MAX_STORED_ACTIVATIONS = 10_000
+ACTION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/actions/([A-Za-z0-9_.@-]+)$")
+ACTIVATION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/activations/([0-9a-f]{32})$")
+
+# OpenWhisk activation statuses and their response.statusCode values.
+SUCCESS = "success"
+APPLICATION_ERROR = "application error"
+DEVELOPER_ERROR = "action developer error"
+INTERNAL_ERROR = "whisk internal error"
+STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_ERROR: 3}
+
+
+class GatewayError(SaodfError):
+    """A gateway configuration that cannot be served."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Gateway:
+    """Routing state shared by the request threads: keys, pools, activations, audit, metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pools: dict[str, ActionPool],
+        keys: dict[str, str],
+        max_body_bytes: int,
+    ):
+        self.settings = settings
+        self.pools = pools
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.audit = AuditLog(settings.log_dir / "audit.jsonl")
+        self.metrics = GatewayMetrics()
+        self.activations: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._activations_lock = threading.Lock()
+        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saodf-nonblocking")
+        self._cache = None
+
+    def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
+        """Return ``(namespace, subject uuid)`` of valid basic credentials, else ``(None, reason)``."""
+        if not header or not header.startswith("Basic "):
+            return None, "missing basic credentials"
+        try:
+            presented = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None, "malformed basic credentials"
+        matched = None
+        for namespace, key in self.keys.items():
+            # Compare every key, so the time taken does not reveal which namespace matched.
+            if hmac.compare_digest(presented.encode("utf-8"), key.encode("utf-8")):
+                matched = namespace
+        if matched is None:
+            return None, "wrong credentials"
+        return matched, presented.split(":", 1)[0]
+
+    def store(self, record: dict[str, Any]) -> None:
+        with self._activations_lock:
+            self.activations[record["activationId"]] = record
+            while len(self.activations) > MAX_STORED_ACTIVATIONS:
+                self.activations.popitem(last=False)
+
+    def activation(self, activation_id: str) -> dict[str, Any] | None:
+        with self._activations_lock:
+            return self.activations.get(activation_id)
+
+    def invoke(
+        self, namespace: str, action: str, params: dict[str, Any], activation_id: str, api_key: str
+    ) -> dict[str, Any]:
+        """Run one activation to its end and return its OpenWhisk activation record."""
+        pool = self.pools[action]
+        start = _now_ms()
+        body = {
+            "value": params,
+            "activation_id": activation_id,
+            "namespace": namespace,
+            "action_name": f"/{namespace}/{action}",
+            "api_host": self.settings.gateway_url,
+            "api_key": api_key,
+            "deadline": str(start + int(pool.spec.timeout_seconds * 1000)),
+        }
+        logs: list[str] = []
+        try:
+            reply = pool.run(body, wait_seconds=pool.spec.timeout_seconds)
+            logs = reply.logs
+            if reply.status == 200 and isinstance(reply.body, dict) and "error" not in reply.body:
+                status, result = SUCCESS, reply.body
+            elif reply.status == 200 and isinstance(reply.body, dict):
+                status, result = APPLICATION_ERROR, reply.body
+            else:
+                status = DEVELOPER_ERROR
+                result = reply.body if isinstance(reply.body, dict) else {"error": str(reply.body)}
+        except ActivationTimeout as exc:
+            status, result = DEVELOPER_ERROR, {"error": str(exc)}
+        except (PoolBusy, RuntimeProcessError) as exc:
+            status, result = INTERNAL_ERROR, {"error": str(exc)}
+        end = _now_ms()
+        record = {
+            "activationId": activation_id,
+            "namespace": namespace,
+            "name": action,
+            "version": "0.0.1",
+            "subject": namespace,
+            "start": start,
+            "end": end,
+            "duration": end - start,
+            "response": {
+                "status": status,
+                "statusCode": STATUS_CODES[status],
+                "success": status == SUCCESS,
+                "result": result,
+            },
+            "logs": logs,
+            "annotations": [{"key": "kind", "value": "python:3.11"}],
+        }
+        self.store(record)
+        self.metrics.observe(namespace, action, status, (end - start) / 1000)
+        if status == SUCCESS:
+            logger.info(
+                "activation %s of %s/%s succeeded in %d ms",
+                activation_id,
+                namespace,
+                action,
+                end - start,
+            )
+        else:
+            logger.error(
+                "activation %s of %s/%s ended with %s: %s",
+                activation_id,
+                namespace,
+                action,
+                status,
+                result.get("error"),
+            )
+        return record
+
+    def cache_stats(self) -> dict[str, Any] | None:
+        import redis
+
+        from actions.cache import ForecastCache
+
+        try:
+            if self._cache is None:
+                self._cache = ForecastCache.from_settings(self.settings)
+            return self._cache.stats()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("cache statistics unavailable for /metrics: %s", exc)
+            return None
+
+
+def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "saodf-gateway"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            logger.debug("%s %s", self.address_string(), format % args)
+
+        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            data = (
+                body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8")
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            if status == HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", 'Basic realm="saodf"')
+            if status >= 400 and status != HTTPStatus.BAD_GATEWAY:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _reject(
+            self, status: int, reason: str, namespace: str | None = None, **fields: Any
+        ) -> None:
+            gateway.metrics.reject(status)
+            gateway.audit.append(
+                "reject",
+                method=self.command,
+                path=urlsplit(self.path).path,
+                client=self.client_address[0],
+                http_status=status,
+                namespace=namespace,
+                reason=reason,
+                **fields,
+            )
+            logger.warning(
+                "%s %s from %s rejected with %d: %s",
+                self.command,
+                urlsplit(self.path).path,
+                self.client_address[0],
+                status,
+                reason,
+            )
+            self._send(status, {"error": reason, "code": uuid.uuid4().hex})
+
+        def _authorize(self, path_namespace: str | None) -> tuple[str, str] | None:
+            namespace, detail = gateway.authenticate(self.headers.get("Authorization"))
+            if namespace is None:
+                self._reject(
+                    HTTPStatus.UNAUTHORIZED, f"The supplied authentication is invalid: {detail}."
+                )
+                return None
+            if path_namespace not in (None, "_", namespace):
+                self._reject(
+                    HTTPStatus.FORBIDDEN,
+                    f"The supplied authentication is not authorized to access namespace "
+                    f"{path_namespace!r}.",
+                    namespace=namespace,
+                    subject=detail,
+                )
+                return None
+            return namespace, detail or ""
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            path = urlsplit(self.path).path
+            if path == "/health":
+                self._send(HTTPStatus.OK, {"status": "ok", "actions": sorted(gateway.pools)})
+                return
+            if path == "/metrics":
+                if self._authorize(None) is None:
+                    return
+                text = gateway.metrics.render(gateway.cache_stats())
+                self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
+                return
+            match = ACTIVATION_ROUTE.match(path)
+            if match is None:
+                self._reject(HTTPStatus.NOT_FOUND, f"The requested resource {path} does not exist.")
+                return
+            identity = self._authorize(match.group(1))
+            if identity is None:
+                return
+            record = gateway.activation(match.group(2))
+            if record is None or record["namespace"] != identity[0]:
+                self._reject(
+                    HTTPStatus.NOT_FOUND,
+                    f"The activation {match.group(2)} does not exist or has expired.",
+                    namespace=identity[0],
+                )
+                return
+            self._send(HTTPStatus.OK, record)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            split = urlsplit(self.path)
+            match = ACTION_ROUTE.match(split.path)
+            if match is None:
+                self._reject(
+                    HTTPStatus.NOT_FOUND, f"The requested resource {split.path} does not exist."
+                )
+                return
+            identity = self._authorize(match.group(1))
+            if identity is None:
+                return
+            namespace, subject = identity
+            action = match.group(2)
+            if action not in gateway.pools:
+                self._reject(
+                    HTTPStatus.NOT_FOUND,
+                    f"The requested action {action!r} does not exist; known actions: "
+                    f"{sorted(gateway.pools)}.",
+                    namespace=namespace,
+                    subject=subject,
+                )
+                return
+            params = self._read_params(namespace, subject, action)
+            if params is None:
+                return
+            query = parse_qs(split.query)
+            blocking = query.get("blocking", ["false"])[0].lower() == "true"
+            result_only = query.get("result", ["false"])[0].lower() == "true"
+            activation_id = uuid.uuid4().hex
+            api_key = gateway.keys[namespace]
+            if not blocking:
+                gateway.audit.append(
+                    "invoke",
+                    namespace=namespace,
+                    subject=subject,
+                    action=action,
+                    activation_id=activation_id,
+                    client=self.client_address[0],
+                    blocking=False,
+                    http_status=HTTPStatus.ACCEPTED,
+                )
+                gateway.background.submit(
+                    gateway.invoke, namespace, action, params, activation_id, api_key
+                )
+                self._send(HTTPStatus.ACCEPTED, {"activationId": activation_id})
+                return
+            record = gateway.invoke(namespace, action, params, activation_id, api_key)
+            status = record["response"]["status"]
+            if status == SUCCESS:
+                http_status = HTTPStatus.OK
+            elif status == INTERNAL_ERROR:
+                http_status = HTTPStatus.INTERNAL_SERVER_ERROR
+            else:
+                http_status = HTTPStatus.BAD_GATEWAY
+            gateway.audit.append(
+                "invoke",
+                namespace=namespace,
+                subject=subject,
+                action=action,
+                activation_id=activation_id,
+                client=self.client_address[0],
+                blocking=True,
+                status=status,
+                duration_ms=record["duration"],
+                http_status=int(http_status),
+            )
+            self._send(http_status, record["response"]["result"] if result_only else record)
+
+        def _read_params(self, namespace: str, subject: str, action: str) -> dict[str, Any] | None:
+            rejection = {"namespace": namespace, "subject": subject, "action": action}
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self._reject(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    "Chunked bodies are not accepted; send Content-Length.",
+                    **rejection,
+                )
+                return None
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._reject(
+                    HTTPStatus.BAD_REQUEST, "Content-Length is not an integer.", **rejection
+                )
+                return None
+            if length > gateway.max_body_bytes:
+                self._reject(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"The request content was {length} bytes, which exceeds the limit of "
+                    f"{gateway.max_body_bytes} bytes; send fewer readings per call.",
+                    **rejection,
+                )
+                return None
+            raw = self.rfile.read(length) if length else b"{}"
+            try:
+                params = json.loads(raw)
+            except ValueError as exc:
+                self._reject(
+                    HTTPStatus.BAD_REQUEST, f"The request body is not JSON: {exc}.", **rejection
+                )
+                return None
+            if not isinstance(params, dict):
+                self._reject(
+                    HTTPStatus.BAD_REQUEST,
+                    f"The request body is a JSON {type(params).__name__}; send an object of parameters.",
+                    **rejection,
+                )
+                return None
+            return params
+
+    return Handler
+
+
+class GatewayServer(ThreadingHTTPServer):
+    """The gateway's HTTP server; :meth:`close` stops serving and the runtime processes."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], gateway: Gateway):
+        super().__init__(address, _handler(gateway))
+        self.gateway = gateway
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_address[0]}:{self.port}"
+
+    def start(self) -> "GatewayServer":
+        """Serve in a daemon thread and return self."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="saodf-gateway", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving, wait for non-blocking activations and stop every runtime process."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(10)
+        self.server_close()
+        self.gateway.background.shutdown(wait=True, cancel_futures=True)
+        for pool in self.gateway.pools.values():
+            pool.stop()
+        logger.info("gateway on port %d stopped", self.port)
+
+
+def serve(
+    settings: Settings | None = None,
+    actions: list[ActionSpec] | tuple[ActionSpec, ...] = DEFAULT_ACTIONS,
+    port: int | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> GatewayServer:
+    """Start the runtimes of ``actions`` and serve the gateway in a background thread.
+
+    Args:
+        settings: host, gateway port, home (audit log) and keys; defaults to get_settings().
+        actions: the actions to deploy.
+        port: the port to bind instead of ``settings.ports["gateway"]``; 0 picks a free one.
+        max_body_bytes: the request body limit, above which calls get 413.
+
+    Returns:
+        The running server; call ``close()`` to stop it.
+    """
+    from saodf.secrets import gateway_keys
+
+    settings = settings or get_settings()
+    names = [spec.name for spec in actions]
+    if len(set(names)) != len(names):
+        raise GatewayError(f"action names {names} repeat; give each action its own name")
+    keys = gateway_keys(settings)
+    pools = start_pools(list(actions), settings, runtime_env(settings))
+    gateway = Gateway(settings, pools, keys, max_body_bytes)
+    bind_port = settings.ports["gateway"] if port is None else port
+    try:
+        server = GatewayServer((settings.host, bind_port), gateway)
+    except OSError as exc:
+        for pool in pools.values():
+            pool.stop()
+        raise GatewayError(
+            f"cannot bind the gateway to {settings.host}:{bind_port} ({exc}); "
+            "set SAODF_GATEWAY_PORT to a free port"
+        ) from None
+    server.start()
+    logger.info(
+        "gateway listening on %s with actions %s; audit log %s",
+        server.url,
+        names,
+        gateway.audit.path,
+    )
+    return server
+
+
+def main() -> int:
+    from saodf.log import configure_logging
+
+    configure_logging()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = serve(get_settings())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

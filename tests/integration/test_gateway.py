@@ -1,0 +1,184 @@
+"""Tests of the action gateway with real runtime processes and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from actions.audit import verify_audit_log
+from actions.gateway import DEFAULT_ACTIONS, serve
+from actions.pool import ActionSpec
+from saodf.secrets import gateway_keys
+
+pytestmark = pytest.mark.integration
+
+ECHO = "import os\n\ndef main(args):\n    print('echo', args)\n    return {'args': args, 'ns': os.environ['__OW_NAMESPACE']}\n"
+SLEEPY = "import time\n\ndef main(args):\n    time.sleep(30)\n    return {}\n"
+FAILING = "def main(args):\n    return {'error': 'bad input ' + str(args.get('x'))}\n"
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_server, session_settings):
+    actions = [
+        *DEFAULT_ACTIONS,
+        ActionSpec(name="echo", code=ECHO),
+        ActionSpec(name="sleepy", code=SLEEPY, timeout_seconds=1.0),
+        ActionSpec(name="failing", code=FAILING),
+    ]
+    server = serve(session_settings, actions=actions, port=0, max_body_bytes=4096)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def auth(session_settings) -> tuple[str, str]:
+    user, key = gateway_keys(session_settings)[session_settings.gateway_namespace].split(":", 1)
+    return user, key
+
+
+def _action_url(
+    gateway, action: str, namespace: str = "saodf", query: str = "blocking=true"
+) -> str:
+    return f"{gateway.url}/api/v1/namespaces/{namespace}/actions/{action}?{query}"
+
+
+def test_health_without_auth(gateway):
+    reply = requests.get(f"{gateway.url}/health", timeout=10)
+    assert reply.status_code == 200
+    assert "detect_anomaly" in reply.json()["actions"]
+
+
+def test_invoke_returns_activation(gateway, auth):
+    reply = requests.post(_action_url(gateway, "echo"), json={"x": 1}, auth=auth, timeout=30)
+    assert reply.status_code == 200
+    record = reply.json()
+    assert record["response"]["success"] is True
+    assert record["response"]["statusCode"] == 0
+    assert record["response"]["result"] == {"args": {"x": 1}, "ns": "saodf"}
+    assert record["duration"] == record["end"] - record["start"]
+    assert "echo {'x': 1}" in "\n".join(record["logs"])
+
+
+def test_invoke_result_only(gateway, auth):
+    url = _action_url(gateway, "echo", query="blocking=true&result=true")
+    reply = requests.post(url, json={"x": 2}, auth=auth, timeout=30)
+    assert reply.json() == {"args": {"x": 2}, "ns": "saodf"}
+
+
+def test_default_namespace_underscore(gateway, auth):
+    reply = requests.post(
+        _action_url(gateway, "echo", namespace="_"), json={}, auth=auth, timeout=30
+    )
+    assert reply.status_code == 200
+
+
+def test_missing_auth_401(gateway):
+    reply = requests.post(_action_url(gateway, "echo"), json={}, timeout=10)
+    assert reply.status_code == 401
+
+
+def test_wrong_key_401(gateway, auth):
+    reply = requests.post(
+        _action_url(gateway, "echo"), json={}, auth=(auth[0], "wrong"), timeout=10
+    )
+    assert reply.status_code == 401
+
+
+def test_other_namespace_403(gateway, auth):
+    reply = requests.post(
+        _action_url(gateway, "echo", namespace="other"), json={}, auth=auth, timeout=10
+    )
+    assert reply.status_code == 403
+
+
+def test_unknown_action_404(gateway, auth):
+    reply = requests.post(_action_url(gateway, "nope"), json={}, auth=auth, timeout=10)
+    assert reply.status_code == 404
+
+
+def test_large_body_413(gateway, auth):
+    reply = requests.post(
+        _action_url(gateway, "echo"), json={"x": "y" * 5000}, auth=auth, timeout=10
+    )
+    assert reply.status_code == 413
+
+
+def test_non_object_body_400(gateway, auth):
+    reply = requests.post(_action_url(gateway, "echo"), json=[1], auth=auth, timeout=10)
+    assert reply.status_code == 400
+
+
+def test_application_error_502(gateway, auth):
+    reply = requests.post(_action_url(gateway, "failing"), json={"x": 3}, auth=auth, timeout=30)
+    assert reply.status_code == 502
+    assert reply.json()["response"]["status"] == "application error"
+    assert reply.json()["response"]["result"] == {"error": "bad input 3"}
+
+
+def test_timeout_then_recovers(gateway, auth):
+    reply = requests.post(_action_url(gateway, "sleepy"), json={}, auth=auth, timeout=60)
+    assert reply.status_code == 502
+    assert (
+        "exceeded its time limit of 1000 milliseconds"
+        in reply.json()["response"]["result"]["error"]
+    )
+    again = requests.post(_action_url(gateway, "sleepy"), json={}, auth=auth, timeout=60)
+    assert again.json()["response"]["status"] == "action developer error"
+
+
+def test_activation_lookup(gateway, auth):
+    record = requests.post(_action_url(gateway, "echo"), json={}, auth=auth, timeout=30).json()
+    url = f"{gateway.url}/api/v1/namespaces/saodf/activations/{record['activationId']}"
+    assert requests.get(url, auth=auth, timeout=10).json() == record
+
+
+def test_non_blocking_returns_id(gateway, auth):
+    url = _action_url(gateway, "echo", query="blocking=false")
+    reply = requests.post(url, json={}, auth=auth, timeout=30)
+    assert reply.status_code == 202
+    assert len(reply.json()["activationId"]) == 32
+
+
+def test_detect_anomaly_through_gateway(gateway, auth):
+    readings = [
+        {
+            "device_id": "gw-dev-1",
+            "timestamp": f"2025-04-20T12:{i:02d}:00Z",
+            "temperature": 50.0 + i % 3,
+        }
+        for i in range(40)
+    ]
+    readings.append(
+        {"device_id": "gw-dev-1", "timestamp": "2025-04-20T12:40:00Z", "temperature": 150.0}
+    )
+    url = _action_url(gateway, "detect_anomaly", query="blocking=true&result=true")
+    reply = requests.post(url, json={"readings": readings, "warmup": 20}, auth=auth, timeout=60)
+    assert reply.status_code == 200
+    assert reply.json()["anomalies"] == 1
+
+
+def test_metrics_require_auth(gateway):
+    assert requests.get(f"{gateway.url}/metrics", timeout=10).status_code == 401
+
+
+def test_metrics_exposition(gateway, auth):
+    requests.post(_action_url(gateway, "echo"), json={}, auth=auth, timeout=30)
+    text = requests.get(f"{gateway.url}/metrics", auth=auth, timeout=10).text
+    assert (
+        'saodf_gateway_invocations_total{namespace="saodf",action="echo",status="success"}' in text
+    )
+    assert "saodf_cache_up 1" in text
+    assert "saodf_cache_used_memory_bytes" in text
+    assert 'saodf_gateway_activation_duration_seconds_bucket{action="echo",le="+Inf"}' in text
+
+
+def test_audit_log_chain(gateway, auth):
+    requests.post(_action_url(gateway, "echo"), json={}, auth=auth, timeout=30)
+    requests.post(_action_url(gateway, "echo"), json={}, timeout=10)
+    path = gateway.gateway.audit.path
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert verify_audit_log(path) == len(records)
+    assert {"invoke", "reject"} <= {record["event"] for record in records}
+    assert all(auth[1] not in json.dumps(record) for record in records)

@@ -1,0 +1,373 @@
+"""Stream consumer that scores telemetry.raw through the gateway's detect_anomaly action.
+
+Each poll returns up to ``batch_size`` messages. They go to the action in one blocking
+call over HTTP with the namespace's basic credentials. Flagged readings are produced to
+``telemetry.anomalies`` as ``{"message", "score", "metrics", "reason", "activation_id",
+"detected_at"}``. Readings the action calls invalid, payloads that are not JSON, and
+batches whose call keeps failing go to ``telemetry.dlq`` with the reason. Offsets are
+committed only after every produced record was delivered, so a crash replays the batch
+(at-least-once) and never loses a reading.
+
+Usage: ``python -m streaming.anomaly_consumer`` (settings from the SAODF_* variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from saodf.config import Settings, get_settings
+from saodf.errors import ConfigError, SaodfError
+from saodf.telemetry import format_timestamp
+from streaming.dlq import send_to_dlq
+from streaming.kafka import (
+    DeliveryTracker,
+    consumer_config,
+    ensure_topics,
+    flush_or_raise,
+    produce_polling,
+    producer_config,
+)
+
+logger = logging.getLogger(__name__)
+
+GROUP_ID = "saodf-anomaly-detector"
+SOURCE = "anomaly_consumer"
+ACTION = "detect_anomaly"
+# The maximum number of readings that detect_anomaly accepts per activation.
+MAX_BATCH = 500
+
+
+class GatewayCallError(SaodfError):
+    """A detect_anomaly call that failed; ``retryable`` says whether a retry can help."""
+
+    def __init__(self, message: str, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class ConsumerOptions:
+    """Limits of one consumer run; the defaults suit a long-running service."""
+
+    group_id: str = GROUP_ID
+    batch_size: int = 500
+    poll_timeout: float = 1.0
+    request_timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+    detector_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConsumerStats:
+    """Counts of one run."""
+
+    consumed: int = 0
+    anomalies: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class DetectorClient:
+    """HTTP client of the gateway's detect_anomaly action."""
+
+    def __init__(self, settings: Settings, options: ConsumerOptions):
+        from saodf.secrets import gateway_keys
+
+        namespace = settings.gateway_namespace
+        keys = gateway_keys(settings)
+        if namespace not in keys:
+            raise GatewayCallError(
+                f"no gateway key for namespace {namespace!r}; known namespaces {sorted(keys)}",
+                retryable=False,
+            )
+        user, key = keys[namespace].split(":", 1)
+        self.url = (
+            f"{settings.gateway_url.rstrip('/')}/api/v1/namespaces/{namespace}/actions/{ACTION}"
+        )
+        self.session = requests.Session()
+        self.session.auth = (user, key)
+        self.options = options
+
+    def call(self, readings: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Score ``readings`` once; return the activation id and the per-reading results."""
+        body = {"readings": readings, **self.options.detector_params}
+        try:
+            reply = self.session.post(
+                self.url,
+                params={"blocking": "true"},
+                json=body,
+                timeout=self.options.request_timeout,
+            )
+        except requests.RequestException as exc:
+            raise GatewayCallError(
+                f"gateway {self.url} unreachable: {exc}", retryable=True
+            ) from None
+        try:
+            record = reply.json()
+        except ValueError:
+            record = None
+        if reply.status_code == 200 and isinstance(record, dict):
+            result = record["response"]["result"]
+            return record["activationId"], result["results"]
+        response = record.get("response", {}) if isinstance(record, dict) else {}
+        detail = response.get("result", {}).get("error") if response else None
+        detail = detail or (record.get("error") if isinstance(record, dict) else reply.text[:200])
+        # An application error is a verdict on the input, which a retry does not change.
+        retryable = response.get("status") != "application error" and reply.status_code not in (
+            400,
+            401,
+            403,
+            404,
+            413,
+        )
+        raise GatewayCallError(
+            f"detect_anomaly returned HTTP {reply.status_code}: {detail}", retryable=retryable
+        )
+
+
+def call_with_retries(
+    client: DetectorClient, readings: list[Any], options: ConsumerOptions, stats: ConsumerStats
+) -> tuple[str, list[dict[str, Any]]]:
+    """Call the detector, retrying retryable failures with exponential backoff.
+
+    Raises:
+        GatewayCallError: the last failure, when it is not retryable or attempts ran out.
+    """
+    delay = options.backoff_initial
+    for attempt in range(1, options.max_attempts + 1):
+        try:
+            return client.call(readings)
+        except GatewayCallError as exc:
+            if not exc.retryable or attempt == options.max_attempts:
+                raise
+            stats.retries += 1
+            logger.warning(
+                "detect_anomaly call %d/%d for %d readings failed, retrying in %.1f s: %s",
+                attempt,
+                options.max_attempts,
+                len(readings),
+                delay,
+                exc,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, options.backoff_max)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _anomaly_record(message: Any, result: dict[str, Any], activation_id: str) -> dict[str, Any]:
+    return {
+        "message": message,
+        "score": result.get("score"),
+        "metrics": result.get("metrics", []),
+        "reason": result.get("reason"),
+        "z_scores": result.get("z_scores", {}),
+        "activation_id": activation_id,
+        "detected_at": format_timestamp(datetime.now(timezone.utc)),
+    }
+
+
+def process_batch(
+    messages: list[Any],
+    client: DetectorClient,
+    producer: Producer,
+    settings: Settings,
+    options: ConsumerOptions,
+    stats: ConsumerStats,
+) -> None:
+    """Score one poll's messages and produce anomalies and dead letters, then flush."""
+    tracker = DeliveryTracker()
+    decoded: list[tuple[Any, Any]] = []
+    for message in messages:
+        raw = message.value() or b""
+        origin = {
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+        }
+        try:
+            decoded.append((message, json.loads(raw)))
+        except ValueError as exc:
+            send_to_dlq(
+                producer, settings, raw, f"payload is not JSON: {exc}", SOURCE, origin, tracker
+            )
+            stats.dead_lettered += 1
+    if decoded:
+        readings = [reading for _, reading in decoded]
+        try:
+            activation_id, results = call_with_retries(client, readings, options, stats)
+        except GatewayCallError as exc:
+            logger.error(
+                "detect_anomaly failed for %d readings; sending them to the DLQ", len(readings)
+            )
+            for message, _ in decoded:
+                origin = {
+                    "topic": message.topic(),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                }
+                send_to_dlq(producer, settings, message.value(), str(exc), SOURCE, origin, tracker)
+                stats.dead_lettered += 1
+        else:
+            _route_results(decoded, results, activation_id, producer, settings, stats, tracker)
+    flush_or_raise(producer, tracker)
+
+
+def _route_results(
+    decoded: list[tuple[Any, Any]],
+    results: list[dict[str, Any]],
+    activation_id: str,
+    producer: Producer,
+    settings: Settings,
+    stats: ConsumerStats,
+    tracker: DeliveryTracker,
+) -> None:
+    by_index = {result["index"]: result for result in results}
+    for index, (message, reading) in enumerate(decoded):
+        origin = {
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "activation_id": activation_id,
+        }
+        result = by_index.get(index)
+        if result is None:
+            reason = f"activation {activation_id} returned no result for reading {index}"
+            send_to_dlq(producer, settings, message.value(), reason, SOURCE, origin, tracker)
+            stats.dead_lettered += 1
+        elif not result["valid"]:
+            send_to_dlq(
+                producer, settings, message.value(), result["reason"], SOURCE, origin, tracker
+            )
+            stats.dead_lettered += 1
+        elif result["anomalous"]:
+            record = _anomaly_record(reading, result, activation_id)
+            key = message.key() or str(reading.get("device_id", "")).encode("utf-8")
+            produce_polling(
+                producer,
+                settings.topic_anomalies,
+                json.dumps(record).encode("utf-8"),
+                key,
+                on_delivery=tracker,
+            )
+            stats.anomalies += 1
+            logger.info(
+                "anomaly on device %s at %s (score %s, activation %s): %s",
+                reading.get("device_id"),
+                reading.get("timestamp"),
+                result.get("score"),
+                activation_id,
+                result.get("reason"),
+            )
+
+
+def _next_offsets(messages: list[Any]) -> list[TopicPartition]:
+    # The committed offset is the next one to read: one past the last message per partition.
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        last[key] = max(last.get(key, -1), message.offset())
+    return [
+        TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()
+    ]
+
+
+def run(
+    settings: Settings | None = None,
+    options: ConsumerOptions | None = None,
+    stop: threading.Event | None = None,
+    max_messages: int | None = None,
+    max_seconds: float | None = None,
+) -> ConsumerStats:
+    """Consume telemetry.raw until ``stop`` is set or a limit is reached; return the counts."""
+    settings = settings or get_settings()
+    options = options or ConsumerOptions()
+    if not 1 <= options.batch_size <= MAX_BATCH:
+        raise ConfigError(
+            f"batch_size={options.batch_size} is out of range; detect_anomaly takes 1 to "
+            f"{MAX_BATCH} readings per call"
+        )
+    stop = stop or threading.Event()
+    ensure_topics(settings, [settings.topic_raw, settings.topic_anomalies, settings.topic_dlq])
+    client = DetectorClient(settings, options)
+    consumer = Consumer(consumer_config(settings, options.group_id))
+    producer = Producer(producer_config(settings, role="anomaly-consumer"))
+    consumer.subscribe([settings.topic_raw])
+    stats = ConsumerStats()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    logger.info(
+        "anomaly consumer started: group %s on %s, gateway %s",
+        options.group_id,
+        settings.topic_raw,
+        client.url,
+    )
+    try:
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if max_messages is not None and stats.consumed >= max_messages:
+                break
+            messages = consumer.consume(options.batch_size, timeout=options.poll_timeout)
+            batch = []
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    batch.append(message)
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    logger.error("consumer error on %s: %s", settings.topic_raw, error.str())
+            if not batch:
+                continue
+            process_batch(batch, client, producer, settings, options, stats)
+            consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+            stats.consumed += len(batch)
+            stats.batches += 1
+    finally:
+        consumer.close()
+        logger.info(
+            "anomaly consumer stopped: %d consumed, %d anomalies, %d dead-lettered, %d retries",
+            stats.consumed,
+            stats.anomalies,
+            stats.dead_lettered,
+            stats.retries,
+        )
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    from saodf.log import configure_logging
+
+    parser = argparse.ArgumentParser(description="Score telemetry.raw with detect_anomaly")
+    parser.add_argument("--group-id", default=GROUP_ID, help="Kafka consumer group id")
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="readings per action call (max 500)"
+    )
+    parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    options = parser.parse_args(argv)
+    configure_logging()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run(
+        get_settings(),
+        ConsumerOptions(group_id=options.group_id, batch_size=options.batch_size),
+        stop=stop,
+        max_seconds=options.max_seconds,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

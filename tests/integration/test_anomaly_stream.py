@@ -1,0 +1,131 @@
+"""End-to-end test of the stream consumer: broker, redis-server, gateway and runtimes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from actions.gateway import DEFAULT_ACTIONS, serve
+from saodf.stack.process import free_port
+from streaming.anomaly_consumer import ConsumerOptions, run
+from streaming.kafka import consumer_config, ensure_topics, producer_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gateway(kafka_bootstrap, redis_server, session_settings):
+    detector = [spec for spec in DEFAULT_ACTIONS if spec.name == "detect_anomaly"]
+    server = serve(session_settings, actions=detector, port=0)
+    yield server
+    server.close()
+
+
+def _produce(settings, readings: list) -> None:
+    ensure_topics(settings, [settings.topic_raw, settings.topic_anomalies, settings.topic_dlq])
+    producer = Producer(producer_config(settings))
+    for reading in readings:
+        value = reading if isinstance(reading, bytes) else json.dumps(reading).encode()
+        producer.produce(settings.topic_raw, value=value, key=b"k")
+    assert producer.flush(30) == 0
+
+
+def _collect(settings, topic: str, wanted, timeout: float = 60.0) -> list[dict]:
+    """Read ``topic`` from the start until ``wanted(records)`` holds or ``timeout`` passes."""
+    consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex}"))
+    consumer.subscribe([topic])
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not wanted(records):
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            records.append(json.loads(message.value()))
+    finally:
+        consumer.close()
+    return records
+
+
+def _start_consumer(settings, options: ConsumerOptions):
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run,
+        kwargs={"settings": settings, "options": options, "stop": stop, "max_seconds": 90},
+        daemon=True,
+    )
+    thread.start()
+    return stop, thread
+
+
+def test_spike_reaches_anomalies(gateway, session_settings):
+    settings = session_settings.with_overrides(gateway_url=gateway.url)
+    device_id = f"stream-{uuid.uuid4().hex[:8]}"
+    readings = [
+        {
+            "device_id": device_id,
+            "timestamp": f"2025-04-20T12:{i:02d}:00Z",
+            "temperature": 50.0 + i % 4,
+        }
+        for i in range(40)
+    ]
+    readings.append(
+        {"device_id": device_id, "timestamp": "2025-04-20T12:40:00Z", "temperature": 105.0}
+    )
+    readings.append({"device_id": device_id, "temperature": 1.0})
+    readings.append(b"not json")
+    _produce(settings, readings)
+    options = ConsumerOptions(group_id=f"test-{uuid.uuid4().hex}", detector_params={"warmup": 20})
+    stop, thread = _start_consumer(settings, options)
+    try:
+        anomalies = _collect(
+            settings,
+            settings.topic_anomalies,
+            lambda records: any(r["message"]["device_id"] == device_id for r in records),
+        )
+        dead = _collect(
+            settings,
+            settings.topic_dlq,
+            lambda records: sum(r.get("source") == "anomaly_consumer" for r in records) >= 2,
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+    flagged = [r for r in anomalies if r["message"]["device_id"] == device_id]
+    assert len(flagged) == 1
+    assert flagged[0]["message"]["temperature"] == 105.0
+    assert flagged[0]["metrics"] == ["temperature"]
+    assert len(flagged[0]["activation_id"]) == 32
+    reasons = [r["reason"] for r in dead if r.get("source") == "anomaly_consumer"]
+    assert "timestamp is missing" in reasons
+    assert any(reason.startswith("payload is not JSON") for reason in reasons)
+
+
+def test_gateway_down_goes_to_dlq(kafka_bootstrap, redis_server, session_settings):
+    from saodf.secrets import gateway_keys
+
+    gateway_keys(session_settings)
+    settings = session_settings.with_overrides(gateway_url=f"http://127.0.0.1:{free_port()}")
+    device_id = f"down-{uuid.uuid4().hex[:8]}"
+    _produce(settings, [{"device_id": device_id, "timestamp": "2025-04-20T12:00:00Z", "x": 1.0}])
+    options = ConsumerOptions(
+        group_id=f"test-{uuid.uuid4().hex}", max_attempts=3, backoff_initial=0.1, request_timeout=5
+    )
+    stop, thread = _start_consumer(settings, options)
+    try:
+        dead = _collect(
+            settings,
+            settings.topic_dlq,
+            lambda records: any(device_id in r.get("payload", "") for r in records),
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+    mine = [r for r in dead if device_id in r.get("payload", "")]
+    assert len(mine) == 1
+    assert "unreachable" in mine[0]["reason"]

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any
-
-import pandas as pd
 
 from actions.cache import CacheError, DevicePointer, ForecastCache
 from saodf.errors import InvalidTelemetryError, SaodfError
@@ -186,17 +185,28 @@ class ForecastBands:
         }
 
 
-def _step_index(pointer: DevicePointer, moment: datetime) -> int | None:
-    start = pd.Timestamp(pointer.forecast_start)
-    if start.tzinfo is None:
-        start = start.tz_localize("UTC")
-    step = pd.tseries.frequencies.to_offset(pointer.freq)
-    try:
-        width = pd.Timedelta(step)
-    except ValueError:
+# Fixed-width pandas offset aliases in seconds; calendar frequencies (M, W) cover no fixed step.
+_FREQ_UNITS = {"s": 1, "S": 1, "min": 60, "T": 60, "h": 3600, "H": 3600, "D": 86400}
+_FREQ_PATTERN = re.compile(r"^(\d*)(min|[sSTHhD])$")
+
+
+def step_seconds(freq: str) -> float | None:
+    """Return the width in seconds of a fixed-width frequency such as ``5min`` or ``1H``."""
+    match = _FREQ_PATTERN.match(freq.strip())
+    if match is None:
         return None
-    offset = pd.Timestamp(moment) - start
-    if offset < pd.Timedelta(0):
+    return int(match.group(1) or 1) * _FREQ_UNITS[match.group(2)]
+
+
+def _step_index(pointer: DevicePointer, moment: datetime) -> int | None:
+    width = step_seconds(pointer.freq)
+    if width is None:
+        return None
+    start = datetime.fromisoformat(pointer.forecast_start.replace("Z", "+00:00"))
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    offset = (moment - start).total_seconds()
+    if offset < 0:
         return None
     return int(offset // width)
 

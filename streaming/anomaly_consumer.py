@@ -6,7 +6,7 @@ call over HTTP with the namespace's basic credentials. Flagged readings are prod
 "detected_at"}``. Readings the action calls invalid, payloads that are not JSON, and
 batches whose call keeps failing go to ``telemetry.dlq`` with the reason. Offsets are
 committed only after every produced record was delivered, so a crash replays the batch
-(at-least-once) and never loses a reading.
+instead of losing it (at-least-once delivery, with possible duplicates).
 
 Usage: ``python -m streaming.anomaly_consumer`` (settings from the SAODF_* variables).
 """
@@ -49,7 +49,7 @@ MAX_BATCH = 500
 
 
 class GatewayCallError(SaodfError):
-    """A detect_anomaly call that failed; ``retryable`` says whether a retry can help."""
+    """A detect_anomaly call that failed; ``retryable`` tells whether a retry can help."""
 
     def __init__(self, message: str, retryable: bool):
         super().__init__(message)
@@ -307,6 +307,7 @@ def run(
     producer = Producer(producer_config(settings, role="anomaly-consumer"))
     consumer.subscribe([settings.topic_raw])
     stats = ConsumerStats()
+
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     logger.info(
         "anomaly consumer started: group %s on %s, gateway %s",
@@ -330,6 +331,7 @@ def run(
                     logger.error("consumer error on %s: %s", settings.topic_raw, error.str())
             if not batch:
                 continue
+
             process_batch(batch, client, producer, settings, options, stats)
             consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
             stats.consumed += len(batch)

@@ -36,7 +36,7 @@ def _produce(settings, readings: list) -> None:
 
 
 def _collect(settings, topic: str, wanted, timeout: float = 60.0) -> list[dict]:
-    """Read ``topic`` from the start until ``wanted(records)`` holds or ``timeout`` passes."""
+    """Read ``topic`` from the start until ``wanted(records)`` is true or ``timeout`` passes."""
     consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     records: list[dict] = []

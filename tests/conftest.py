@@ -49,9 +49,10 @@ def session_settings(stack_home) -> Settings:
         "SAODF_KAFKA_BOOTSTRAP",
         "SAODF_MLFLOW_URI",
         "SAODF_GATEWAY_URL",
-        "SAODF_REDIS_PORT",
+        "SAODF_REDIS_HOST",
         "SAODF_AWS_ENDPOINT_URL",
     ):
+        # URLs set by the user would point the tests at their services: derive them from the ports.
         saved.setdefault(key, os.environ.pop(key, None))
     reset_settings()
     settings = Settings.from_env()

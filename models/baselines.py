@@ -25,8 +25,9 @@ def season_length_for(freq: str, series_length: int | None = None) -> int:
 
     Sub-minute data uses one minute of steps (60 for ``1s``), data from one minute up
     to below one day uses one day of steps (288 for ``5min``, 24 for ``h``), daily
-    data 7, weekly 52 and monthly 12. With ``series_length`` the result is at most
-    ``series_length // 2``, so every series holds at least two seasons, and at least 1.
+    data 7, weekly 52 and monthly 12. Other multi-day steps use 1. With
+    ``series_length`` the result is at most ``series_length // 2``, so every series
+    contains at least two seasons. The result is never below 1.
     """
     offset = pd.tseries.frequencies.to_offset(freq)
     name = offset.name.split("-")[0]

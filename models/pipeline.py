@@ -1,10 +1,10 @@
 """Training, evaluation, registration and batch transform of the forecasters per frequency group.
 
 ``train_and_register`` trains DeepAR and the seasonal-naive baseline on each group's
-train channel, scores both on the last ``prediction_length`` points of the test
-channel, logs one MLflow run per model under a parent run, and registers the model
-with the lower mean weighted quantile loss as ``{model_prefix}-{group}`` with the
-alias ``champion``.
+train channel and scores both on the last ``prediction_length`` points of the test
+channel. It logs one MLflow run per model under a parent run. The model with the lower
+mean weighted quantile loss is registered as ``{model_prefix}-{group}`` with the alias
+``champion``.
 
 ``batch_transform`` writes, per group::
 

@@ -104,12 +104,12 @@ def register_champion(
         version = str(existing.version)
         logger.info("reusing version %s of %s for run_key %s", version, name, run_key)
     else:
-        _ensure_registered_model(client, name)
-        # A SQL registry resolves a models:/ source through the fluent tracking URI.
+        import mlflow
+
+        # register_model resolves a models:/<model_id> source for both SQL and REST
+        # registries, through the fluent tracking URI.
         with tracking(tracking_uri):
-            created = client.create_model_version(
-                name=name, source=model_uri, run_id=run_id, tags={"run_key": run_key, **tags}
-            )
+            created = mlflow.register_model(model_uri, name, tags={"run_key": run_key, **tags})
         version = str(created.version)
         logger.info("registered version %s of %s from run %s", version, name, run_id)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
@@ -134,15 +134,3 @@ def resolve_version(client, name: str, version_or_alias: str | int) -> str:
             f"model {name!r} version or alias {text!r} not found in the registry: "
             f"{exc.message}; train and register the model first"
         ) from None
-
-
-def _ensure_registered_model(client, name: str) -> None:
-    import mlflow
-
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        client.create_registered_model(name)
-        logger.info("created registered model %s", name)

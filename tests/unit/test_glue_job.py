@@ -336,14 +336,20 @@ def test_run_real_nab_series(tmp_path):
 # Command line
 
 
-def test_main_argparse_path(raw_lake, tmp_path, monkeypatch, capsys):
+@pytest.fixture()
+def quiet_logging(monkeypatch):
+    """Keep main() from adding a root handler bound to pytest's captured stderr."""
+    monkeypatch.setattr("saodf.log.configure_logging", lambda level=None: None)
+
+
+def test_main_argparse_path(raw_lake, tmp_path, monkeypatch, capsys, quiet_logging):
     monkeypatch.setitem(sys.modules, "awsglue.utils", None)
     summary = main(["--raw_url", raw_lake, "--output_url", str(tmp_path / "out"), "--freq", "5min"])
     assert summary["groups"] == {"5min": 1}
     assert json.loads(capsys.readouterr().out)["groups"] == {"5min": 1}
 
 
-def test_main_awsglue_path(raw_lake, tmp_path, capsys):
+def test_main_awsglue_path(raw_lake, tmp_path, capsys, quiet_logging):
     pytest.importorskip("awsglue.utils")
     arguments = ["--raw_url", raw_lake, "--output_url", str(tmp_path / "out")]
     summary = main([*arguments, "--JOB_NAME", "saodf-prepare", "--devices", "sensor-b"])

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from models.errors import RegistryError
+from saodf.log import silence_sagemaker_mlflow_header_warning
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def tracking(tracking_uri: str) -> Iterator[None]:
     """
     import mlflow
 
+    silence_sagemaker_mlflow_header_warning()
     with _TRACKING_LOCK:
         previous_tracking = mlflow.get_tracking_uri()
         previous_registry = mlflow.get_registry_uri()
@@ -53,6 +55,7 @@ def client_for(tracking_uri: str):
     """Return an ``MlflowClient`` whose tracking and registry URIs are both ``tracking_uri``."""
     import mlflow
 
+    silence_sagemaker_mlflow_header_warning()
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

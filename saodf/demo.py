@@ -30,6 +30,24 @@ class DemoReport:
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     anomalies: dict[str, Any] = field(default_factory=dict)
     replayed: dict[str, int] = field(default_factory=dict)
+    cache_entries: int = 0
+
+
+def group_devices(settings: Settings, run_key: str) -> dict[str, list[str]]:
+    """Read the devices of each frequency group from the run's prepared manifest."""
+    import json
+
+    import fsspec
+
+    from saodf import pipeline
+
+    url = pipeline.urls(settings, run_key)["prepared"] + "/manifest.json"
+    with fsspec.open(url, "r") as handle:
+        manifest = json.load(handle)
+    return {
+        group["group"]: [series["device_id"] for series in group["series"]]
+        for group in manifest["groups"]
+    }
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -120,7 +138,7 @@ def score_anomalies(flagged: list[dict], labels: dict[tuple[str, str], int]) -> 
     """Precision and recall of flagged readings against the per-reading labels."""
     flagged_keys = set()
     for record in flagged:
-        reading = record.get("reading", record)
+        reading = record.get("message", record)
         key = (reading.get("device_id"), reading.get("timestamp"))
         if key in labels:
             flagged_keys.add(key)
@@ -212,6 +230,11 @@ def run_demo(
     report.scope = xcom(client, run["dag_run_id"], "resolve_scope") or {}
     trained = xcom(client, run["dag_run_id"], "model.train") or {}
     report.groups = trained.get("groups", {})
+    populated = xcom(client, run["dag_run_id"], "populate_cache") or {}
+    report.cache_entries = int(populated.get("stats", {}).get("entries", 0))
+    devices = group_devices(settings, report.scope["run_key"])
+    for group, info in report.groups.items():
+        info["devices"] = devices.get(group, [])
 
     echo("[4/6] calling the forecast action through the gateway")
     report.forecasts = call_forecasts(settings, report.groups, echo)
@@ -231,36 +254,50 @@ def run_demo(
 
 
 def call_forecasts(settings: Settings, groups: dict[str, Any], echo) -> list[dict]:
-    """Invoke ``forecast`` twice for one device per group: a cache hit is expected both times."""
+    """Invoke ``forecast`` for one device per group, then once on a cache miss.
+
+    The miss is made by deleting one cached forecast, so the action loads the champion
+    from the MLflow registry, forecasts from the stored context and caches the result.
+    """
+    from actions.cache import ForecastCache
     from saodf.gateway_client import invoke
 
     calls = []
+
+    def call(device: str, group: str) -> dict:
+        begin = time.perf_counter()
+        result = invoke(settings, "forecast", {"device_id": device})
+        elapsed_ms = (time.perf_counter() - begin) * 1000
+        if "error" in result:
+            raise SaodfError(f"forecast for {device} failed: {result['error']}")
+        calls.append(
+            {"device_id": device, "group": group, "cache": result.get("cache"), "ms": elapsed_ms}
+        )
+        echo(
+            f"    {device}: {len(result.get('mean') or [])} steps from {result.get('forecast_start')}, "
+            f"model {result.get('model_name')} v{result.get('model_version')}, "
+            f"cache {result.get('cache')}, {elapsed_ms:.0f} ms"
+        )
+        return result
+
+    firsts = []
     for group, info in sorted(groups.items()):
         devices = info.get("devices") or []
-        if not devices:
-            continue
-        device = devices[0]
-        for attempt in (1, 2):
-            begin = time.perf_counter()
-            result = invoke(settings, "forecast", {"device_id": device})
-            elapsed_ms = (time.perf_counter() - begin) * 1000
-            if "error" in result:
-                raise SaodfError(f"forecast for {device} failed: {result['error']}")
-            calls.append(
-                {
-                    "device_id": device,
-                    "group": group,
-                    "cache": result.get("cache"),
-                    "ms": elapsed_ms,
-                }
-            )
-            if attempt == 1:
-                mean = result.get("mean") or []
-                echo(
-                    f"    {device}: {len(mean)} steps from {result.get('forecast_start')}, "
-                    f"model {result.get('model_name')} v{result.get('model_version')}, "
-                    f"cache {result.get('cache')}, {elapsed_ms:.0f} ms"
-                )
+        if devices:
+            firsts.append((devices[0], group))
+            call(devices[0], group)
+    if firsts:
+        # Prefer a DeepAR champion for the miss, so the call runs a real DeepAR inference.
+        deepar_groups = {g for g, info in groups.items() if info.get("champion_kind") == "deepar"}
+        firsts.sort(key=lambda item: item[1] not in deepar_groups)
+        device, group = firsts[0]
+        cache = ForecastCache.from_settings(settings)
+        pointer = cache.pointer(device)
+        if pointer is not None:
+            cache.client.delete(pointer.forecast_key)
+            echo(f"    deleted the cached forecast of {device}: the next call takes the miss path")
+            call(device, group)
+            call(device, group)
     return calls
 
 
@@ -289,7 +326,8 @@ def print_summary(settings: Settings, report: DemoReport, total_seconds: float, 
         baseline = info.get("metrics", {}).get("seasonal_naive", {})
         echo(
             f"  group {group:<8} champion {info.get('champion_kind')} = "
-            f"{info.get('model_name')} v{info.get('model_version')} (MLflow run {info.get('champion_run_id')})"
+            f"{info.get('model_name')} v{info.get('model_version')} "
+            f"(MLflow run {info.get('run_ids', {}).get(info.get('champion_kind'))})"
         )
         echo(
             f"                   mean wQL DeepAR {deepar.get('mean_wql', float('nan')):.4f} vs "
@@ -297,10 +335,13 @@ def print_summary(settings: Settings, report: DemoReport, total_seconds: float, 
             f"MASE {deepar.get('mase', float('nan')):.3f} vs {baseline.get('mase', float('nan')):.3f}"
         )
     cache = report.cache
+    ratio = cache.get("hit_ratio")
+    ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
+    used_mib = (cache.get("used_memory") or 0) / 2**20
     echo(
-        f"  forecast cache   {cache.get('entries', '?')} entries, hit ratio {cache.get('hit_ratio', 0):.2f} "
-        f"({cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses), "
-        f"{cache.get('used_memory_human', cache.get('used_memory', '?'))} used"
+        f"  forecast cache   {report.cache_entries} forecasts cached, hit ratio {ratio_text} "
+        f"({cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses, "
+        f"{cache.get('evictions', 0)} evictions), {used_mib:.1f} MiB used"
     )
     a = report.anomalies
     echo(

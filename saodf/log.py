@@ -18,3 +18,25 @@ def configure_logging(level: str | None = None) -> None:
         handler._saodf = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level_name)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+def silence_sagemaker_mlflow_header_warning() -> None:
+    """Drop MLflow's warning about the sagemaker-mlflow header plugin on non-SageMaker servers.
+
+    sagemaker-mlflow 0.5 (pulled in by sagemaker 3) registers a request-header provider
+    that parses the tracking URI as a SageMaker ARN. On any other server it raises, and
+    MLflow logs "Encountered unexpected error during resolving request headers: list
+    index out of range" on every call; the request itself goes through unchanged.
+    """
+    logger = logging.getLogger("mlflow.tracking.request_header.registry")
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage("resolving request headers"))

@@ -137,3 +137,11 @@ def saodf_env(session_settings, tmp_path, monkeypatch) -> Settings:
     settings = Settings.from_env()
     yield settings
     reset_settings()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(session_settings, redis_server, mlflow_uri) -> str:
+    """The action gateway as its own process, wired to the session's Redis and MLflow."""
+    spec = _run_service(services.gateway_spec(session_settings))
+    yield session_settings.gateway_url
+    process.stop(spec)

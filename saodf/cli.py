@@ -150,6 +150,27 @@ def forecast(
         _fail(exc)
 
 
+@app.command(
+    "airflow",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def airflow_cli(ctx: typer.Context):
+    """Run the `airflow` command with the local stack's configuration, e.g. `saodf airflow dags list`."""
+    import os
+    import subprocess
+
+    from saodf.stack import services
+
+    settings = get_settings()
+    env = {**os.environ, **services.airflow_env(settings)}
+    try:
+        binary = services._bin("airflow")
+    except SaodfError as exc:
+        _fail(exc)
+    result = subprocess.run([binary, *ctx.args], env=env, check=False)  # noqa: S603
+    raise typer.Exit(code=result.returncode)
+
+
 @data_app.command("fetch")
 def data_fetch(
     dataset: str = typer.Argument(..., help="nab, skab or intel."),

@@ -14,7 +14,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEVICE = "skab-valve1-1"
-TINY_DEEPAR = {"epochs": 1, "num_batches_per_epoch": 5, "num_cells": 10, "num_layers": 1}
+TINY_DEEPAR = {"epochs": 1, "num_batches_per_epoch": 5, "num_cells": 30, "num_layers": 1}
 
 
 def _consume_all(settings, topic: str, idle_polls: int = 10) -> list[dict]:

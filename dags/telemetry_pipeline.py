@@ -22,6 +22,9 @@ from airflow.sdk import (
 from saodf_airflow.triggers import WindowEventTrigger
 
 WINDOW_TOPIC = "telemetry.windows"
+# Preprocessing, training and transform share the CPU: the stack sizes this pool for the
+# machine (SAODF_HEAVY_POOL_SLOTS, 1 by default).
+HEAVY_POOL = "saodf_heavy"
 
 windows_asset = Asset(
     name="telemetry_windows",
@@ -101,6 +104,10 @@ with DAG(
                 )
         if pipeline.is_done(scope):
             raise AirflowSkipException(f"run {scope['run_key']} already finished: duplicate window")
+        if not pipeline.claim_run(scope, context["run_id"]):
+            raise AirflowSkipException(
+                f"every window of run {scope['run_key']} is claimed by another DAG run: duplicate"
+            )
         return scope
 
     scope = resolve_scope()
@@ -113,7 +120,7 @@ with DAG(
 
             return pipeline.validate_raw(scope)
 
-        @task
+        @task(pool=HEAVY_POOL)
         def preprocess(scope: dict) -> dict:
             from saodf import pipeline
 
@@ -132,13 +139,13 @@ with DAG(
 
     with TaskGroup("model", tooltip="DeepAR vs baseline in MLflow, then batch transform"):
 
-        @task(execution_timeout=timedelta(minutes=30))
+        @task(pool=HEAVY_POOL, execution_timeout=timedelta(minutes=30))
         def train(scope: dict) -> dict:
             from saodf import pipeline
 
             return pipeline.train(scope)
 
-        @task
+        @task(pool=HEAVY_POOL)
         def batch_transform(scope: dict, trained: dict) -> dict:
             from saodf import pipeline
 

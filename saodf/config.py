@@ -82,6 +82,9 @@ class Settings:
     window_messages: int = 50_000
     window_seconds: float = 30.0
     kafka_session_timeout_ms: int = 6000
+    history_hours: int = 168
+    heavy_pool: str = "saodf_heavy"
+    heavy_pool_slots: int = 1
     registered_model_prefix: str = "saodf-forecaster"
     mlflow_experiment: str = "telemetry_pipeline"
     extra: dict[str, str] = field(default_factory=dict)
@@ -122,6 +125,8 @@ class Settings:
             window_messages=_env_int("SAODF_WINDOW_MESSAGES", 50_000, minimum=1),
             window_seconds=_env_float("SAODF_WINDOW_SECONDS", 30.0),
             kafka_session_timeout_ms=_env_int("SAODF_KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
+            history_hours=_env_int("SAODF_HISTORY_HOURS", 168, minimum=1),
+            heavy_pool_slots=_env_int("SAODF_HEAVY_POOL_SLOTS", 1, minimum=1),
         )
 
     def with_overrides(self, **changes) -> "Settings":

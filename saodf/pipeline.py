@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ def scope_from_window_event(event: dict[str, Any]) -> dict[str, Any]:
         "run_key": run_key_for_window(event["window_id"]),
         "source": "window",
         "window_id": event["window_id"],
+        "window_ids": list(event.get("window_ids") or [event["window_id"]]),
         "devices": sorted(event["devices"]),
         # Train on each device's whole history up to the window end.
         "start": None,
@@ -54,15 +55,25 @@ def scope_from_window_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def scope_from_interval(start: datetime, end: datetime) -> dict[str, Any]:
-    """Build the run scope of a scheduled or backfilled run from its data interval."""
+def scope_from_interval(
+    start: datetime, end: datetime, history_hours: int | None = None
+) -> dict[str, Any]:
+    """Build the run scope of a scheduled or backfilled run from its data interval.
+
+    The run covers the devices that sent readings in ``[start, end)``. The raw gate checks
+    only that interval; preprocessing and training also read the ``history_hours`` before
+    ``end``, because DeepAR needs more context than one interval holds. Nothing after
+    ``end`` is read, so a backfilled run gives the same result whenever it runs.
+    """
+    history = history_hours if history_hours is not None else get_settings().history_hours
     return {
         "run_key": run_key_for_interval(start, end),
         "source": "schedule",
         "window_id": None,
+        "window_ids": [],
         "devices": None,
         "interval_start": _iso(start),
-        "start": None,
+        "start": _iso(min(start, end - timedelta(hours=history))),
         "end": _iso(end),
         "message_count": None,
     }
@@ -98,6 +109,70 @@ def is_done(scope: dict[str, Any], settings: Settings | None = None) -> bool:
     return fs.exists(path)
 
 
+def claim_keys(scope: dict[str, Any]) -> list[str]:
+    """Return the dedup keys of a scope: one per window event, or the run key of an interval."""
+    if scope.get("window_ids"):
+        return [run_key_for_window(window_id) for window_id in scope["window_ids"]]
+    return [scope["run_key"]]
+
+
+def claim_url(settings: Settings, key: str) -> str:
+    return settings.lake_path("runs", "claims", f"{key}.json")
+
+
+def read_claim(settings: Settings, key: str) -> dict[str, Any] | None:
+    fs, path = fsspec.core.url_to_fs(claim_url(settings, key))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def is_window_claimed(window_id: str, settings: Settings | None = None) -> bool:
+    """Tell whether a DAG run already took this window event (used by the trigger to drop repeats)."""
+    settings = settings or get_settings()
+    return read_claim(settings, run_key_for_window(window_id)) is not None
+
+
+def claim_run(scope: dict[str, Any], dag_run_id: str, settings: Settings | None = None) -> bool:
+    """Record ``dag_run_id`` as the owner of the scope's windows; return False if all were taken.
+
+    Each claim is created with an exclusive open, so two runs of the same window (an
+    at-least-once redelivery) cannot both proceed. The owner may claim again (a retry, or a
+    cleared and re-run DAG run). A run whose windows are only partly taken by other runs
+    goes ahead: its outputs are keyed by its own run key, so the overlap is processed twice
+    but nothing is overwritten or duplicated.
+    """
+    settings = settings or get_settings()
+    record = {
+        "dag_run_id": dag_run_id,
+        "run_key": scope["run_key"],
+        "claimed_at": _iso(datetime.now(timezone.utc)),
+    }
+    taken_by_others = []
+    keys = claim_keys(scope)
+    for key in keys:
+        fs, path = fsspec.core.url_to_fs(claim_url(settings, key))
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with fs.open(path, "x") as handle:
+                json.dump(record, handle)
+        except FileExistsError:
+            owner = read_claim(settings, key) or {}
+            if owner.get("dag_run_id") != dag_run_id:
+                taken_by_others.append((key, owner.get("dag_run_id")))
+    if taken_by_others:
+        logger.warning(
+            "DAG run %s: %d of %d windows of run key %s are already claimed: %s",
+            dag_run_id,
+            len(taken_by_others),
+            len(keys),
+            scope["run_key"],
+            taken_by_others,
+        )
+    return len(taken_by_others) < len(keys)
+
+
 def resolve_devices(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Fill in the devices of a scheduled run: those with raw readings in its interval."""
     from saodf import lake
@@ -126,8 +201,10 @@ def validate_raw(scope: dict[str, Any], settings: Settings | None = None) -> dic
 
     settings = settings or get_settings()
     started = time.monotonic()
+    # A scheduled run gates only its own interval; a window run gates everything it will read.
+    gate_start = scope.get("interval_start") or scope["start"]
     frame = lake.read_raw(
-        settings.lake_url, scope["devices"], _parse_time(scope["start"]), _parse_time(scope["end"])
+        settings.lake_url, scope["devices"], _parse_time(gate_start), _parse_time(scope["end"])
     )
     if frame.empty:
         raise NoDataError(
@@ -288,6 +365,7 @@ def merge_window_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     window_ids = sorted({event["window_id"] for event in events})
     merged = {
         "window_id": "+".join(window_ids),
+        "window_ids": window_ids,
         "devices": sorted({device for event in events for device in event["devices"]}),
         "end": max(event["end"] for event in events),
         "message_count": sum(int(event.get("message_count") or 0) for event in events),

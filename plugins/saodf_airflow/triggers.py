@@ -8,11 +8,14 @@ receives events from the local broker, but it commits the offset before the even
 stored (a crash in between loses the window) and rebuilds its consumer for every
 message, so it is not used here.
 
-Delivery is at least once: the pipeline deduplicates by ``window_id``.
+Delivery is at least once. Repeats are dropped twice over: this trigger rejects a
+window event whose window a DAG run has already claimed, and the run's first task skips
+a window that another run claimed in the meantime (see ``saodf.pipeline.claim_run``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -42,6 +45,16 @@ def parse_window_event(raw: Any) -> dict[str, Any]:
     return event
 
 
+async def _already_claimed(window_id: str) -> bool:
+    from saodf.pipeline import is_window_claimed
+
+    try:
+        return await asyncio.to_thread(is_window_claimed, window_id)
+    except Exception:  # noqa: BLE001 - the run-level claim still deduplicates
+        logger.exception("could not check the claim of window %s; passing the event on", window_id)
+        return False
+
+
 class WindowEventTrigger(KafkaSharedStreamTrigger):
     """Fire one trigger event per valid window event; reject malformed ones to the DLQ topic."""
 
@@ -65,6 +78,14 @@ class WindowEventTrigger(KafkaSharedStreamTrigger):
             except (ValueError, UnicodeDecodeError) as exc:
                 # Rejected events are re-published to dlq_topic before their offset is committed.
                 logger.error("rejected window event (%s): %.200r", exc, value)
+                reject_shared_stream_event()
+                continue
+            if await _already_claimed(event["window_id"]):
+                # Rejected events go to dlq_topic, so the repeat stays visible there.
+                logger.warning(
+                    "window event %s repeats a window a DAG run already took: rejected",
+                    event["window_id"],
+                )
                 reject_shared_stream_event()
                 continue
             logger.info(

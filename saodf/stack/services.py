@@ -45,6 +45,8 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         "SAODF_WINDOW_MESSAGES": str(settings.window_messages),
         "SAODF_WINDOW_SECONDS": str(settings.window_seconds),
         "SAODF_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "SAODF_HISTORY_HOURS": str(settings.history_hours),
+        "SAODF_HEAVY_POOL_SLOTS": str(settings.heavy_pool_slots),
         "PYTHONPATH": os.pathsep.join(
             p
             for p in [

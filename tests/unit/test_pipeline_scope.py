@@ -72,3 +72,51 @@ def test_teardown_absent_workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("SAODF_HOME", str(tmp_path))
     result = pipeline.teardown(None, "never-created", Settings.from_env())
     assert result["removed"] is False
+
+
+def _settings(tmp_path, monkeypatch):
+    from saodf.config import Settings
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    monkeypatch.setenv("SAODF_LAKE_URL", (tmp_path / "lake").as_uri())
+    return Settings.from_env()
+
+
+def test_claim_run_rejects_second_run(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, monkeypatch)
+    scope = pipeline.scope_from_window_event(EVENT)
+    assert pipeline.claim_run(scope, "run-a", settings) is True
+    assert pipeline.claim_run(scope, "run-b", settings) is False
+
+
+def test_claim_run_allows_owner_again(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, monkeypatch)
+    scope = pipeline.scope_from_window_event(EVENT)
+    assert pipeline.claim_run(scope, "run-a", settings) is True
+    assert pipeline.claim_run(scope, "run-a", settings) is True
+
+
+def test_claim_run_partial_overlap_proceeds(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, monkeypatch)
+    first = pipeline.scope_from_window_event(EVENT)
+    assert pipeline.claim_run(first, "run-a", settings)
+    other = {**EVENT, "window_id": "def"}
+    merged = pipeline.merge_window_events([EVENT, other])
+    assert pipeline.claim_run(merged, "run-b", settings) is True
+    assert pipeline.is_window_claimed("def", settings)
+
+
+def test_window_claimed_after_claim(tmp_path, monkeypatch):
+    settings = _settings(tmp_path, monkeypatch)
+    assert not pipeline.is_window_claimed("abc", settings)
+    pipeline.claim_run(pipeline.scope_from_window_event(EVENT), "run-a", settings)
+    assert pipeline.is_window_claimed("abc", settings)
+
+
+def test_interval_scope_reads_history_before_end():
+    start = datetime(2014, 1, 1, 10, tzinfo=timezone.utc)
+    end = datetime(2014, 1, 1, 11, tzinfo=timezone.utc)
+    scope = pipeline.scope_from_interval(start, end, history_hours=24)
+    assert scope["interval_start"] == "2014-01-01T10:00:00Z"
+    assert scope["start"] == "2013-12-31T11:00:00Z"
+    assert scope["end"] == "2014-01-01T11:00:00Z"

@@ -53,6 +53,22 @@ def _env_float(name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; set it to true or false")
+
+
+def _env_optional(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration; build it with :func:`get_settings` or :meth:`from_env`."""
@@ -88,6 +104,12 @@ class Settings:
     registered_model_prefix: str = "saodf-forecaster"
     mlflow_experiment: str = "telemetry_pipeline"
     extra: dict[str, str] = field(default_factory=dict)
+    # TLS to Redis (ElastiCache in-transit encryption). The local stack keeps plain TCP on
+    # loopback; the cert and key are for servers that require client certificates.
+    redis_tls: bool = False
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":

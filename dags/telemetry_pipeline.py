@@ -39,11 +39,14 @@ windows_asset = Asset(
     ],
 )
 forecast_cache_asset = Asset(name="forecast_cache", uri="redis://saodf/forecasts")
+# Emitted by the drift_monitor DAG when devices drift; its extra has the window-event fields.
+retrain_asset = Asset(name="retrain_request", uri="saodf://pipeline/retrain_request")
 
 DOC = """
 ### telemetry_pipeline
 Runs for every window event on `telemetry.windows` (the lake writer emits one after N
-messages or T seconds) and every hour, so history can be backfilled with
+messages or T seconds), for every `retrain_request` from the `drift_monitor` DAG, and
+every hour, so history can be backfilled with
 `airflow backfill create`. Each run is keyed by its window id or data interval; a
 replayed window whose run already finished is skipped.
 
@@ -68,7 +71,8 @@ with DAG(
     description="Validate, preprocess, train, forecast and cache IoT telemetry",
     doc_md=DOC,
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[windows_asset]
+        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+        assets=(windows_asset | retrain_asset),
     ),
     start_date=datetime(2013, 12, 1),
     catchup=False,
@@ -88,9 +92,11 @@ with DAG(
         events = []
         for asset_events in (context.get("triggering_asset_events") or {}).values():
             for asset_event in asset_events:
-                payload = (asset_event.extra or {}).get("payload")
-                if payload is not None:
-                    events.append(parse_window_event(payload))
+                extra = asset_event.extra or {}
+                if extra.get("payload") is not None:
+                    events.append(parse_window_event(extra["payload"]))
+                elif "window_id" in extra:
+                    events.append(parse_window_event(extra))
         if events:
             scope = pipeline.merge_window_events(events)
         else:

@@ -1,0 +1,1 @@
+"""Evaluation of the platform: NAB and SKAB anomaly scoring and forecast backtests."""

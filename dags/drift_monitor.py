@@ -26,7 +26,7 @@ with DAG(
     dag_id="drift_monitor",
     description="Detect input and residual drift and request retraining",
     doc_md=DOC,
-    schedule=CronTriggerTimetable("30 * * * *", timezone="UTC"),
+    schedule=CronTriggerTimetable("30 * * * *", timezone="UTC", interval=timedelta(hours=1)),
     start_date=datetime(2013, 12, 1),
     catchup=False,
     max_active_runs=1,

@@ -71,7 +71,8 @@ with DAG(
     description="Validate, preprocess, train, forecast and cache IoT telemetry",
     doc_md=DOC,
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+        # interval=1 h gives each scheduled run the data interval [trigger - 1 h, trigger).
+        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC", interval=timedelta(hours=1)),
         assets=(windows_asset | retrain_asset),
     ),
     start_date=datetime(2013, 12, 1),

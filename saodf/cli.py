@@ -132,6 +132,31 @@ def demo(
 
 
 @app.command()
+def backfill(
+    from_date: str = typer.Option(..., help="First data interval start, ISO 8601 with zone."),
+    to_date: str = typer.Option(
+        ..., help="Last data interval start (inclusive), ISO 8601 with zone."
+    ),
+    reprocess: str = typer.Option(
+        "none", help="Runs that already exist: none, completed or failed."
+    ),
+    timeout: float = typer.Option(3600, help="Seconds to wait for the runs to finish."),
+):
+    """Backfill telemetry_pipeline over a date range and wait for its runs."""
+    from saodf.backfill import parse_date, run_backfill
+
+    try:
+        result = run_backfill(
+            get_settings(), parse_date(from_date), parse_date(to_date), reprocess, timeout
+        )
+    except SaodfError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "airflow_output"}, indent=2))
+    if result["states"].get("failed"):
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def forecast(
     device_id: str = typer.Argument(..., help="Device id, e.g. skab-valve1-0."),
     horizon: Optional[int] = typer.Option(
@@ -153,6 +178,7 @@ def forecast(
 @app.command(
     "airflow",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
 )
 def airflow_cli(ctx: typer.Context):
     """Run the `airflow` command with the local stack's configuration, e.g. `saodf airflow dags list`."""

@@ -9,6 +9,10 @@ Keys, all under the ``saodf:`` prefix that the Redis ACL user may touch:
   context record (its line in the prepared test channel) that the cache-miss path feeds to
   the model.
 - ``saodf:cache:hits`` and ``saodf:cache:misses``: counters for :meth:`ForecastCache.stats`.
+- ``saodf:cache:missed:{bucket}``: a sorted set of the devices that missed during one
+  ``MISS_BUCKET_SECONDS`` interval, scored by their miss count, for the hit monitor.
+- ``saodf:cache:ttl``: the TTL policy (seconds per volatility class), written by the hit
+  monitor. Its fields take precedence over the TTLs a :class:`ForecastCache` was built with.
 
 Forecast entries expire after a TTL chosen by device volatility. Under ``allkeys-lru`` Redis
 may also evict any key, pointers included, when it reaches ``maxmemory``.
@@ -21,6 +25,8 @@ import json
 import logging
 import math
 import posixpath
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +43,15 @@ FORECAST_KEY_PREFIX = "saodf:fc:"
 DEVICE_KEY_PREFIX = "saodf:device:"
 HITS_KEY = "saodf:cache:hits"
 MISSES_KEY = "saodf:cache:misses"
+MISSED_KEY_PREFIX = "saodf:cache:missed:"
+TTL_POLICY_KEY = "saodf:cache:ttl"
+# Hash of the hit monitor's last check (see actions.monitor).
+MONITOR_KEY = "saodf:cache:monitor"
+MISS_BUCKET_SECONDS = 10
+# Miss buckets outlive the longest monitor window that reads them.
+MISS_BUCKET_TTL_SECONDS = 3600
+# How long a ForecastCache reuses the TTL policy it read from Redis.
+TTL_POLICY_REFRESH_SECONDS = 5.0
 
 DYNAMIC = "dynamic"
 STABLE = "stable"
@@ -47,6 +62,29 @@ STABLE_TTL_SECONDS = 3600
 DEFAULT_CV_THRESHOLD = 0.1
 # Number of most recent finite targets that the coefficient of variation is computed on.
 VOLATILITY_WINDOW = 60
+
+
+# KEYS: forecast key, hits counter, misses counter, miss bucket; ARGV: device id, bucket TTL.
+# Returns the forecast text, or nil on a miss. One round trip counts the outcome and, on a
+# miss, records the device for the hit monitor.
+_LOOKUP_SCRIPT = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('INCR', KEYS[2])
+else
+  redis.call('INCR', KEYS[3])
+  redis.call('ZINCRBY', KEYS[4], 1, ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
+end
+return value
+"""
+
+# Errors that mean Redis cannot be reached, as opposed to a rejected command.
+REDIS_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+)
 
 
 class CacheError(SaodfError):
@@ -127,6 +165,15 @@ def device_key(device_id: str) -> str:
     return DEVICE_KEY_PREFIX + device_id
 
 
+def miss_bucket(moment: float) -> int:
+    """Return the index of the miss bucket that a Unix time in seconds falls in."""
+    return int(moment // MISS_BUCKET_SECONDS)
+
+
+def missed_key(bucket: int) -> str:
+    return f"{MISSED_KEY_PREFIX}{bucket}"
+
+
 def coefficient_of_variation(values: Sequence[float | str | None]) -> float:
     """Return std / |mean| of the finite values; ``inf`` when the mean is zero or nothing is left.
 
@@ -162,8 +209,46 @@ def volatility_class(
     return DYNAMIC if coefficient_of_variation(recent) > cv_threshold else STABLE
 
 
-def redis_client(settings: Settings | None = None) -> redis.Redis:
-    """Return a client authenticated as the configured ACL user, decoding replies as text."""
+def redis_tls_options(settings: Settings) -> dict[str, Any]:
+    """Return the redis-py keyword arguments for TLS, or none when ``redis_tls`` is off.
+
+    The server certificate is always verified, against ``redis_tls_ca_file`` when set and
+    the system trust store otherwise.
+
+    Raises:
+        CacheError: a certificate or key file is set but missing, or only one of the pair.
+    """
+    if not settings.redis_tls:
+        return {}
+    from pathlib import Path
+
+    files = {
+        "SAODF_REDIS_TLS_CA_FILE": settings.redis_tls_ca_file,
+        "SAODF_REDIS_TLS_CERT_FILE": settings.redis_tls_cert_file,
+        "SAODF_REDIS_TLS_KEY_FILE": settings.redis_tls_key_file,
+    }
+    for variable, path in files.items():
+        if path and not Path(path).is_file():
+            raise CacheError(f"{variable}={path} does not exist; point it at a PEM file")
+    if bool(settings.redis_tls_cert_file) != bool(settings.redis_tls_key_file):
+        raise CacheError(
+            "set both SAODF_REDIS_TLS_CERT_FILE and SAODF_REDIS_TLS_KEY_FILE for a client "
+            "certificate, or neither"
+        )
+    options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
+    if settings.redis_tls_ca_file:
+        options["ssl_ca_certs"] = settings.redis_tls_ca_file
+    if settings.redis_tls_cert_file:
+        options["ssl_certfile"] = settings.redis_tls_cert_file
+        options["ssl_keyfile"] = settings.redis_tls_key_file
+    return options
+
+
+def redis_client(settings: Settings | None = None, timeout: float = 5.0) -> redis.Redis:
+    """Return a client authenticated as the configured ACL user, decoding replies as text.
+
+    ``timeout`` bounds, in seconds, both connecting and each reply.
+    """
     from saodf.secrets import redis_password
 
     settings = settings or get_settings()
@@ -173,8 +258,9 @@ def redis_client(settings: Settings | None = None) -> redis.Redis:
         username=settings.redis_user,
         password=redis_password(settings),
         decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=5,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **redis_tls_options(settings),
     )
 
 
@@ -193,19 +279,63 @@ class ForecastCache:
             )
         self.client = client
         self.ttls = {DYNAMIC: int(dynamic_ttl), STABLE: int(stable_ttl)}
+        self._lookup_script = client.register_script(_LOOKUP_SCRIPT)
+        self._policy: dict[str, int] = {}
+        self._policy_read_at = -math.inf
+        self._policy_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "ForecastCache":
-        return cls(redis_client(settings))
+    def from_settings(
+        cls, settings: Settings | None = None, timeout: float = 5.0
+    ) -> "ForecastCache":
+        return cls(redis_client(settings, timeout=timeout))
+
+    def ttl_policy(self, refresh: bool = False) -> dict[str, int]:
+        """Return the TTL in seconds of each volatility class: Redis's policy over the defaults.
+
+        The policy read from Redis is reused for ``TTL_POLICY_REFRESH_SECONDS`` unless
+        ``refresh`` is true.
+        """
+        with self._policy_lock:
+            now = time.monotonic()
+            if refresh or now - self._policy_read_at > TTL_POLICY_REFRESH_SECONDS:
+                stored = self.client.hgetall(TTL_POLICY_KEY)
+                policy: dict[str, int] = {}
+                for volatility, text in stored.items():
+                    try:
+                        seconds = int(text)
+                    except ValueError:
+                        seconds = 0
+                    if volatility in VOLATILITY_CLASSES and seconds > 0:
+                        policy[volatility] = seconds
+                    else:
+                        logger.warning(
+                            "ignoring TTL policy field %s=%r in %s; expected a positive "
+                            "number of seconds for one of %s",
+                            volatility,
+                            text,
+                            TTL_POLICY_KEY,
+                            VOLATILITY_CLASSES,
+                        )
+                self._policy = policy
+                self._policy_read_at = now
+            return {**self.ttls, **self._policy}
+
+    def set_ttl(self, volatility: str, seconds: int) -> None:
+        """Store the TTL of a volatility class in Redis's policy, for every cache client."""
+        self.ttl_for(volatility)
+        if seconds <= 0:
+            raise CacheError(f"TTL {seconds} of class {volatility!r} must be positive seconds")
+        self.client.hset(TTL_POLICY_KEY, volatility, int(seconds))
+        self.ttl_policy(refresh=True)
 
     def ttl_for(self, volatility: str) -> int:
         """Return the TTL in seconds of a volatility class."""
-        try:
-            return self.ttls[volatility]
-        except KeyError:
+        if volatility not in VOLATILITY_CLASSES:
             raise CacheError(
                 f"volatility class {volatility!r} is unknown; use one of {VOLATILITY_CLASSES}"
-            ) from None
+            )
+        return self.ttl_policy()[volatility]
 
     def put(self, pointer: DevicePointer, forecast: Mapping[str, Any]) -> str:
         """Store a forecast under its key with the TTL of its class and point the device at it.
@@ -241,14 +371,47 @@ class ForecastCache:
         """Return the device's pointer and cached forecast, counting a hit or a miss.
 
         The forecast is None on a miss; the pointer is None as well when the device has none.
+        A miss also adds the device to the current miss bucket that the hit monitor reads.
         """
         pointer = self.pointer(device_id)
-        forecast = self.peek(pointer) if pointer is not None else None
-        self.client.incr(HITS_KEY if forecast is not None else MISSES_KEY)
-        return pointer, forecast
+        bucket_key = missed_key(miss_bucket(time.time()))
+        if pointer is None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incr(MISSES_KEY)
+            pipe.zincrby(bucket_key, 1, device_id)
+            pipe.expire(bucket_key, MISS_BUCKET_TTL_SECONDS)
+            pipe.execute()
+            return None, None
+        raw = self._lookup_script(
+            keys=[pointer.forecast_key, HITS_KEY, MISSES_KEY, bucket_key],
+            args=[device_id, MISS_BUCKET_TTL_SECONDS],
+        )
+        return pointer, (json.loads(raw) if raw is not None else None)
+
+    def missed_devices(self, window_seconds: float, now: float | None = None) -> dict[str, int]:
+        """Return ``{device_id: misses}`` over the miss buckets of the last ``window_seconds``.
+
+        The window is rounded out to whole buckets of ``MISS_BUCKET_SECONDS``.
+        """
+        now = time.time() if now is None else now
+        last = miss_bucket(now)
+        first = miss_bucket(now - window_seconds)
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in range(first, last + 1):
+            pipe.zrange(missed_key(bucket), 0, -1, withscores=True)
+        counts: dict[str, int] = {}
+        for members in pipe.execute():
+            for device_id, score in members:
+                counts[device_id] = counts.get(device_id, 0) + int(score)
+        return counts
+
+    def counters(self) -> tuple[int, int]:
+        """Return the hit and miss counters."""
+        hits, misses = self.client.mget(HITS_KEY, MISSES_KEY)
+        return int(hits or 0), int(misses or 0)
 
     def stats(self) -> dict[str, Any]:
-        """Return hits, misses, hit_ratio, evictions, used_memory and maxmemory in bytes."""
+        """Return hits, misses, hit_ratio, evictions, memory in bytes, and the monitor's last check."""
         hits, misses = self.client.mget(HITS_KEY, MISSES_KEY)
         hits = int(hits or 0)
         misses = int(misses or 0)
@@ -263,6 +426,7 @@ class ForecastCache:
             "expirations": int(stats_section.get("expired_keys", 0)),
             "used_memory": int(memory_section.get("used_memory", 0)),
             "maxmemory": int(memory_section.get("maxmemory", 0)),
+            "monitor": self.client.hgetall(MONITOR_KEY),
         }
 
 

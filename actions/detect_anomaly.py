@@ -11,17 +11,28 @@ baseline, while a lasting level change is still absorbed over time.
 When the device's cached forecast covers the reading's timestamp, the value of the
 forecast metric is also checked against the [0.1, 0.9] quantile band, widened around
 its centre by ``band_factor``.
+
+Activations through the gateway keep their state per namespace, in
+``saodf:anomaly@{namespace}:{device_id}:{metric}``, so one namespace's readings never move
+another's baseline.
+
+When Redis cannot be reached, the action scores with the same arithmetic on state held in
+the runtime process, without the forecast band, and marks the reply and each result
+``"degraded": true`` with ``"cache": "unavailable"``. That state starts empty, so the
+first ``warmup`` values of each metric in the outage are not flagged.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from datetime import datetime, timezone
 from typing import Any
 
-from actions.cache import CacheError, DevicePointer, ForecastCache
+from actions.cache import REDIS_UNAVAILABLE_ERRORS, CacheError, DevicePointer, ForecastCache
+from actions.fallback import DegradedLog, EwmaState
 from saodf.errors import InvalidTelemetryError, SaodfError
 from saodf.telemetry import metric_names, parse_timestamp, validate_message
 
@@ -88,7 +99,10 @@ class DetectorConfigError(SaodfError):
     """A detector parameter of an activation that is out of range."""
 
 
-def state_key(device_id: str, metric: str) -> str:
+def state_key(device_id: str, metric: str, namespace: str = "") -> str:
+    """Return the Redis key of one metric's detector state; ``@`` never occurs in device ids."""
+    if namespace:
+        return f"{STATE_KEY_PREFIX[:-1]}@{namespace}:{device_id}:{metric}"
     return f"{STATE_KEY_PREFIX}{device_id}:{metric}"
 
 
@@ -211,21 +225,12 @@ def _step_index(pointer: DevicePointer, moment: datetime) -> int | None:
     return int(offset // width)
 
 
-def detect(
-    readings: list[Any],
-    cache: ForecastCache,
-    params: dict[str, float] | None = None,
-    forecast_metric: str | None = None,
-) -> list[dict[str, Any]]:
-    """Score each reading and return one result per reading, in input order.
+Scored = list[tuple[int, dict[str, Any], list[str]]]
 
-    Invalid readings return ``{"valid": False, "reason": ...}`` and leave the state as it is.
-    """
-    params = params or dict(DEFAULTS)
-    script = cache.client.register_script(_UPDATE_SCRIPT)
-    bands = ForecastBands(cache, forecast_metric, params["band_factor"])
+
+def _validate(readings: list[Any]) -> tuple[list[dict[str, Any] | None], Scored]:
     results: list[dict[str, Any] | None] = [None] * len(readings)
-    valid: list[tuple[int, dict[str, Any], list[str]]] = []
+    valid: Scored = []
     for index, reading in enumerate(readings):
         try:
             message = validate_message(reading)
@@ -241,12 +246,18 @@ def detect(
             }
             continue
         valid.append((index, message, metric_names(message)))
+    return results, valid
 
+
+def _score_in_redis(
+    cache: ForecastCache, valid: Scored, params: dict[str, float], namespace: str
+) -> list[tuple[int, float]]:
+    script = cache.client.register_script(_UPDATE_SCRIPT)
     pipe = cache.client.pipeline(transaction=False)
     for _, message, metrics in valid:
         for metric in metrics:
             script(
-                keys=[state_key(message["device_id"], metric)],
+                keys=[state_key(message["device_id"], metric, namespace)],
                 args=[
                     repr(message[metric]),
                     params["alpha"],
@@ -257,23 +268,50 @@ def detect(
                 ],
                 client=pipe,
             )
-    replies = iter(pipe.execute())
+    return [(int(count), float(z_text)) for count, z_text in pipe.execute()]
 
+
+def _score_in_process(
+    state: EwmaState, valid: Scored, params: dict[str, float], namespace: str
+) -> list[tuple[int, float]]:
+    replies = []
+    for _, message, metrics in valid:
+        for metric in metrics:
+            replies.append(
+                state.update(
+                    state_key(message["device_id"], metric, namespace),
+                    float(message[metric]),
+                    params["alpha"],
+                    params["warmup"],
+                    params["threshold"],
+                    params["flagged_weight"],
+                )
+            )
+    return replies
+
+
+def _assemble(
+    results: list[dict[str, Any] | None],
+    valid: Scored,
+    replies: list[tuple[int, float]],
+    params: dict[str, float],
+    bands: ForecastBands | None,
+) -> list[dict[str, Any]]:
+    scores = iter(replies)
     for index, message, metrics in valid:
         z_scores: dict[str, float] = {}
         triggered: list[str] = []
         for metric in metrics:
-            count, z_text = next(replies)
-            z = float(z_text)
+            count, z = next(scores)
             z_scores[metric] = round(z, 4)
-            if int(count) >= params["warmup"] and abs(z) > params["threshold"]:
+            if count >= params["warmup"] and abs(z) > params["threshold"]:
                 triggered.append(metric)
         score = max((abs(z) for z in z_scores.values()), default=0.0)
         reasons = [
             f"{metric} z={z_scores[metric]:+.2f} beyond ±{params['threshold']:g}"
             for metric in triggered
         ]
-        band = bands.check(message)
+        band = bands.check(message) if bands is not None else None
         if band is not None:
             if band["metric"] not in triggered:
                 triggered.append(band["metric"])
@@ -293,38 +331,93 @@ def detect(
             "z_scores": z_scores,
             "reason": "; ".join(reasons) if reasons else "within normal range",
         }
+        if bands is None:
+            results[index]["degraded"] = True
     return [result for result in results if result is not None]
+
+
+def detect(
+    readings: list[Any],
+    cache: ForecastCache,
+    params: dict[str, float] | None = None,
+    forecast_metric: str | None = None,
+    namespace: str = "",
+) -> list[dict[str, Any]]:
+    """Score each reading with state in Redis and return one result per reading, in input order.
+
+    Invalid readings return ``{"valid": False, "reason": ...}`` and leave the state as it is.
+
+    Raises:
+        redis.ConnectionError, redis.TimeoutError: Redis cannot be reached; nothing was
+            scored, although Redis may have applied some of the updates.
+    """
+    params = params or dict(DEFAULTS)
+    results, valid = _validate(readings)
+    replies = _score_in_redis(cache, valid, params, namespace)
+    bands = ForecastBands(cache, forecast_metric, params["band_factor"])
+    return _assemble(results, valid, replies, params, bands)
+
+
+def detect_in_process(
+    readings: list[Any],
+    state: EwmaState,
+    params: dict[str, float] | None = None,
+    namespace: str = "",
+) -> list[dict[str, Any]]:
+    """Score each reading with in-process state, without forecast bands; mark each degraded."""
+    params = params or dict(DEFAULTS)
+    results, valid = _validate(readings)
+    replies = _score_in_process(state, valid, params, namespace)
+    return _assemble(results, valid, replies, params, None)
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
     """Run the OpenWhisk action: score ``reading`` or up to 500 ``readings``."""
+    namespace = os.environ.get("__OW_NAMESPACE", "")
+    degraded = False
     try:
         params = _parameters(args)
         readings = _readings(args)
         forecast_metric = args.get("forecast_metric")
         if forecast_metric is not None and not isinstance(forecast_metric, str):
             raise DetectorConfigError(f"forecast_metric={forecast_metric!r} is not a string")
-        cache = _cache()
-        results = detect(readings, cache, params, forecast_metric)
+        try:
+            results = detect(readings, _cache(), params, forecast_metric, namespace)
+            _DEGRADED.recovered()
+        except REDIS_UNAVAILABLE_ERRORS as exc:
+            _DEGRADED.degraded(os.environ.get("__OW_ACTIVATION_ID", ""), exc)
+            results = detect_in_process(readings, _STATE, params, namespace)
+            degraded = True
     except SaodfError as exc:
         return {"error": str(exc)}
     anomalies = sum(1 for result in results if result["anomalous"])
     invalid = sum(1 for result in results if not result["valid"])
-    return {"results": results, "count": len(results), "anomalies": anomalies, "invalid": invalid}
+    reply = {"results": results, "count": len(results), "anomalies": anomalies, "invalid": invalid}
+    if degraded:
+        reply["degraded"] = True
+        reply["cache"] = "unavailable"
+        reply["degraded_count"] = _DEGRADED.count
+    return reply
 
 
+# Redis timeouts of the action's client: a hung Redis costs a batch at most this long.
+REDIS_TIMEOUT_SECONDS = 2.0
 _CACHE: ForecastCache | None = None
+_STATE = EwmaState()
+_DEGRADED = DegradedLog("detect_anomaly")
 
 
 def _cache() -> ForecastCache:
     # One client per runtime process: the connection pool stays warm between activations.
     global _CACHE
     if _CACHE is None:
-        _CACHE = ForecastCache.from_settings()
+        _CACHE = ForecastCache.from_settings(timeout=REDIS_TIMEOUT_SECONDS)
     return _CACHE
 
 
 def reset_cache() -> None:
-    """Drop the process-wide Redis client, so that the next activation reads the settings again."""
-    global _CACHE
+    """Drop the process-wide Redis client and in-process state, so the next activation starts afresh."""
+    global _CACHE, _STATE, _DEGRADED
     _CACHE = None
+    _STATE = EwmaState()
+    _DEGRADED = DegradedLog("detect_anomaly")

@@ -5,16 +5,25 @@ default is all of them). The device's pointer in Redis names its current forecas
 miss (the entry expired or was evicted) the action loads the registered model's
 ``champion`` version through :mod:`models.serving`, forecasts the one series from the
 context record that the pointer names, and caches the full-length forecast under the key
-of the version it used. The model is loaded on the first miss and kept by the runtime
-process for later activations.
+of the version it used. The champion is loaded on the first miss and kept by the runtime
+process: its alias is resolved again at most every ``ALIAS_REFRESH_SECONDS``, so a new
+champion serves within that time, and the registry is not asked on every miss.
+
+When Redis cannot be reached the action still answers: it takes the device's pointer from
+what this process read before, or from the newest batch output in the lake, forecasts
+with the champion and returns ``"cache": "unavailable"`` and ``"degraded": true``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from typing import Any
 
 from actions.cache import (
+    REDIS_UNAVAILABLE_ERRORS,
     CacheError,
     DevicePointer,
     ForecastCache,
@@ -22,6 +31,7 @@ from actions.cache import (
     read_jsonl_line,
     truncate_forecast,
 )
+from actions.fallback import DegradedLog, LakePointerIndex, PointerMemo
 from saodf.config import get_settings
 from saodf.errors import SaodfError
 from saodf.telemetry import DEVICE_ID_PATTERN
@@ -29,6 +39,9 @@ from saodf.telemetry import DEVICE_ID_PATTERN
 logger = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+ALIAS_REFRESH_SECONDS = 30.0
+# Redis timeouts of the action's client: a hung Redis costs a request at most this long.
+REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class ForecastRequestError(SaodfError):
@@ -60,17 +73,62 @@ def _horizon(args: dict[str, Any], pointer: DevicePointer) -> int:
     return horizon
 
 
-def forecast_on_miss(
-    cache: ForecastCache, pointer: DevicePointer, tracking_uri: str, alias: str = CHAMPION_ALIAS
-) -> tuple[DevicePointer, dict[str, Any]]:
-    """Forecast the device's stored context with the model's current ``alias`` version and cache it.
+class ChampionModels:
+    """The loaded model of each registered name's alias, reused between activations.
 
-    Returns the updated pointer (model version of the alias, its full horizon) and the
-    forecast.
+    The alias is resolved again after ``refresh_seconds``. When that fails (the registry is
+    down), the model loaded before keeps serving and the failure is logged.
     """
-    from models.serving import forecast_record, load_model_version
 
-    model = load_model_version(tracking_uri, pointer.model_name, alias)
+    def __init__(self, refresh_seconds: float = ALIAS_REFRESH_SECONDS):
+        self.refresh_seconds = refresh_seconds
+        self._models: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tracking_uri: str, name: str, alias: str = CHAMPION_ALIAS) -> Any:
+        """Return the ``LoadedModel`` of ``name@alias``, loading it on first use."""
+        from models.serving import load_model_version
+
+        key = (tracking_uri, name, alias)
+        with self._lock:
+            cached = self._models.get(key)
+            if cached is not None and time.monotonic() - cached[0] < self.refresh_seconds:
+                return cached[1]
+            try:
+                model = load_model_version(tracking_uri, name, alias)
+            except SaodfError as exc:
+                if cached is None:
+                    raise
+                logger.warning(
+                    "cannot resolve %s@%s again, serving version %s loaded before: %s",
+                    name,
+                    alias,
+                    cached[1].version,
+                    exc,
+                )
+                model = cached[1]
+            self._models[key] = (time.monotonic(), model)
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+CHAMPIONS = ChampionModels()
+
+
+def compute_forecast(
+    pointer: DevicePointer, tracking_uri: str, alias: str = CHAMPION_ALIAS
+) -> tuple[DevicePointer, dict[str, Any]]:
+    """Forecast the device's stored context with the model's ``alias`` version.
+
+    Returns the pointer updated to that model version and its full horizon, and the
+    forecast. Nothing is cached.
+    """
+    from models.serving import forecast_record
+
+    model = CHAMPIONS.get(tracking_uri, pointer.model_name, alias)
     record = read_jsonl_line(pointer.context_url, pointer.context_line)
     forecast = forecast_record(model, record, pointer.freq, model.prediction_length)
     updated = DevicePointer(
@@ -86,37 +144,32 @@ def forecast_on_miss(
         volatility=pointer.volatility,
         metric=pointer.metric,
     )
+    return updated, forecast
+
+
+def forecast_on_miss(
+    cache: ForecastCache, pointer: DevicePointer, tracking_uri: str, alias: str = CHAMPION_ALIAS
+) -> tuple[DevicePointer, dict[str, Any]]:
+    """Forecast the device's stored context with the model's current ``alias`` version and cache it.
+
+    Returns the updated pointer (model version of the alias, its full horizon) and the
+    forecast.
+    """
+    updated, forecast = compute_forecast(pointer, tracking_uri, alias)
     cache.put(updated, forecast)
     logger.info(
         "forecast of device %s recomputed with %s version %s and cached",
         pointer.device_id,
-        model.name,
-        model.version,
+        updated.model_name,
+        updated.model_version,
     )
     return updated, forecast
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    """Run the OpenWhisk action: return the forecast of ``device_id`` for ``horizon`` steps."""
-    try:
-        device_id = _device_id(args)
-        cache = _cache()
-        pointer, forecast = cache.lookup(device_id)
-        if pointer is None:
-            raise CacheError(
-                f"device {device_id!r} has no forecast pointer in the cache; run the "
-                "pipeline's populate_cache task for the device's group"
-            )
-        horizon = _horizon(args, pointer)
-        outcome = "hit"
-        if forecast is None:
-            outcome = "miss"
-            pointer, forecast = forecast_on_miss(cache, pointer, get_settings().mlflow_tracking_uri)
-            horizon = min(horizon, pointer.horizon)
-    except SaodfError as exc:
-        return {"error": str(exc)}
+def _reply(
+    device_id: str, pointer: DevicePointer, forecast: dict[str, Any], horizon: int, outcome: str
+) -> dict[str, Any]:
     result = json_safe(truncate_forecast(forecast, horizon))
-    result.pop("samples", None)
     return {
         "device_id": device_id,
         "model_name": pointer.model_name,
@@ -130,18 +183,84 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _serve(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
+    cache = _cache()
+    pointer, forecast = cache.lookup(device_id)
+    if pointer is None:
+        raise CacheError(
+            f"device {device_id!r} has no forecast pointer in the cache; run the "
+            "pipeline's populate_cache task for the device's group"
+        )
+    _POINTERS.remember(pointer)
+    horizon = _horizon(args, pointer)
+    outcome = "hit"
+    if forecast is None:
+        outcome = "miss"
+        pointer, forecast = forecast_on_miss(cache, pointer, get_settings().mlflow_tracking_uri)
+        _POINTERS.remember(pointer)
+        horizon = min(horizon, pointer.horizon)
+    _DEGRADED.recovered()
+    return _reply(device_id, pointer, forecast, horizon, outcome)
+
+
+def _serve_without_cache(device_id: str, args: dict[str, Any], error: BaseException) -> dict:
+    settings = get_settings()
+    count = _DEGRADED.degraded(os.environ.get("__OW_ACTIVATION_ID", ""), error)
+    pointer = _POINTERS.get(device_id)
+    if pointer is None:
+        pointer = _lake_index(settings).get(device_id)
+    if pointer is None:
+        raise CacheError(
+            f"Redis is unavailable ({error}) and device {device_id!r} is in neither this "
+            "runtime's memory nor a batch output under the lake's forecasts folder; retry "
+            "when Redis is back"
+        )
+    horizon = _horizon(args, pointer)
+    updated, forecast = compute_forecast(pointer, settings.mlflow_tracking_uri)
+    reply = _reply(device_id, updated, forecast, min(horizon, updated.horizon), "unavailable")
+    reply["degraded"] = True
+    reply["degraded_count"] = count
+    return reply
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    """Run the OpenWhisk action: return the forecast of ``device_id`` for ``horizon`` steps."""
+    try:
+        device_id = _device_id(args)
+        try:
+            return _serve(device_id, args)
+        except REDIS_UNAVAILABLE_ERRORS as exc:
+            return _serve_without_cache(device_id, args, exc)
+    except SaodfError as exc:
+        return {"error": str(exc)}
+
+
 _CACHE: ForecastCache | None = None
+_LAKE_INDEX: LakePointerIndex | None = None
+_POINTERS = PointerMemo()
+_DEGRADED = DegradedLog("forecast")
 
 
 def _cache() -> ForecastCache:
     # One client per runtime process: the connection pool stays warm between activations.
     global _CACHE
     if _CACHE is None:
-        _CACHE = ForecastCache.from_settings()
+        _CACHE = ForecastCache.from_settings(timeout=REDIS_TIMEOUT_SECONDS)
     return _CACHE
 
 
+def _lake_index(settings) -> LakePointerIndex:
+    global _LAKE_INDEX
+    if _LAKE_INDEX is None or _LAKE_INDEX.settings != settings:
+        _LAKE_INDEX = LakePointerIndex(settings)
+    return _LAKE_INDEX
+
+
 def reset_cache() -> None:
-    """Drop the process-wide Redis client, so that the next activation reads the settings again."""
-    global _CACHE
+    """Drop the process-wide Redis client, memo and models, so the next activation starts afresh."""
+    global _CACHE, _LAKE_INDEX, _POINTERS, _DEGRADED
     _CACHE = None
+    _LAKE_INDEX = None
+    _POINTERS = PointerMemo()
+    _DEGRADED = DegradedLog("forecast")
+    CHAMPIONS.clear()

@@ -4,8 +4,9 @@ Routes:
 
 - ``POST /api/v1/namespaces/{ns}/actions/{name}?blocking=true[&result=true]``: the JSON body
   is the action's parameters. A blocking call returns the activation record (or only its
-  result with ``result=true``): HTTP 200 on success, 502 when the action failed and 500 when
-  the gateway could not run it. Without ``blocking=true`` it returns 202 with the
+  result with ``result=true``): HTTP 200 on success, 502 when the action failed, and 503
+  with ``Retry-After`` when no runtime could run it (it would not start, died during the
+  activation, or every runtime stayed busy). Without ``blocking=true`` it returns 202 with the
   activation id, and the record is available from the activations route when it ends.
 - ``GET /api/v1/namespaces/{ns}/activations/{id}``: a stored activation record.
 - ``GET /health``: liveness, without authentication.
@@ -16,8 +17,15 @@ Authentication is HTTP basic with the OpenWhisk key ``uuid:key`` of a namespace:
 or with wrong credentials, 403 for another namespace's path (``_`` is the caller's own
 namespace), 404 for an unknown action, 413 for a body over the size limit.
 
-Each action runs in its own :mod:`actions.runtime` processes (see :mod:`actions.pool`).
-Every invocation and every rejected request is appended to the hash-chained audit log
+Each namespace gets its own :mod:`actions.runtime` processes of each action (see
+:mod:`actions.pool`), as OpenWhisk never shares a container between namespaces: module
+state of one namespace's activations is invisible to another's. The pools of the
+stack's own namespace start with the gateway, the others on their first activation. A
+namespace exists when ``SAODF_HOME/secrets/gateway_keys.json`` holds a key for it
+(:func:`add_namespace`); the gateway reads the keys when it starts.
+
+Activations whose result carries ``"degraded": true`` (an action served without Redis)
+are counted in ``saodf_gateway_degraded_total``. Every invocation and every rejected request is appended to the hash-chained audit log
 ``SAODF_HOME/logs/audit.jsonl``.
 """
 
@@ -73,8 +81,40 @@ INTERNAL_ERROR = "whisk internal error"
 STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_ERROR: 3}
 
 
+RETRY_AFTER_SECONDS = 5
+
+
 class GatewayError(SaodfError):
     """A gateway configuration that cannot be served."""
+
+
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+def add_namespace(settings: Settings, namespace: str) -> str:
+    """Generate an API key ``uuid:key`` for a new namespace, store it and return it.
+
+    A running gateway serves the namespace after its next start.
+
+    Raises:
+        GatewayError: the name is invalid or the namespace already has a key.
+    """
+    import secrets as token_source
+
+    from saodf.secrets import gateway_keys, write_json_secret
+
+    if not NAMESPACE_PATTERN.match(namespace) or namespace == "_":
+        raise GatewayError(
+            f"namespace {namespace!r} is invalid; use 1-64 characters from A-Z a-z 0-9 _ . @ -, "
+            "starting with a letter or digit"
+        )
+    keys = gateway_keys(settings)
+    if namespace in keys:
+        raise GatewayError(f"namespace {namespace!r} already has a key; reuse it")
+    key = f"{uuid.uuid4()}:{token_source.token_urlsafe(48)}"
+    write_json_secret("gateway_keys.json", {**keys, namespace: key}, settings)
+    logger.info("namespace %s added to the gateway keys", namespace)
+    return key
 
 
 def _now_ms() -> int:
@@ -87,12 +127,18 @@ class Gateway:
     def __init__(
         self,
         settings: Settings,
-        pools: dict[str, ActionPool],
+        specs: dict[str, ActionSpec],
+        pools: dict[tuple[str, str], ActionPool],
         keys: dict[str, str],
         max_body_bytes: int,
+        env: dict[str, str],
     ):
         self.settings = settings
+        self.specs = specs
         self.pools = pools
+        self.env = env
+        self._pool_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._pools_lock = threading.Lock()
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.audit = AuditLog(settings.log_dir / "audit.jsonl")
@@ -119,6 +165,35 @@ class Gateway:
             return None, "wrong credentials"
         return matched, presented.split(":", 1)[0]
 
+    def pool_for(self, namespace: str, action: str) -> ActionPool:
+        """Return the namespace's pool of an action, starting its runtimes on first use.
+
+        Raises:
+            RuntimeProcessError: a runtime did not start.
+        """
+        key = (namespace, action)
+        with self._pools_lock:
+            pool = self.pools.get(key)
+            if pool is not None:
+                return pool
+            lock = self._pool_locks.setdefault(key, threading.Lock())
+        # Only callers of this namespace and action wait while its runtimes start.
+        with lock:
+            with self._pools_lock:
+                pool = self.pools.get(key)
+            if pool is not None:
+                return pool
+            logger.info("starting the runtimes of action %s for namespace %s", action, namespace)
+            pool = ActionPool(self.specs[action], self.settings, self.env, namespace=namespace)
+            try:
+                pool.start()
+            except RuntimeProcessError:
+                pool.stop()
+                raise
+            with self._pools_lock:
+                self.pools[key] = pool
+            return pool
+
     def store(self, record: dict[str, Any]) -> None:
         with self._activations_lock:
             self.activations[record["activationId"]] = record
@@ -133,7 +208,7 @@ class Gateway:
         self, namespace: str, action: str, params: dict[str, Any], activation_id: str, api_key: str
     ) -> dict[str, Any]:
         """Run one activation to its end and return its OpenWhisk activation record."""
-        pool = self.pools[action]
+        spec = self.specs[action]
         start = _now_ms()
         body = {
             "value": params,
@@ -142,11 +217,12 @@ class Gateway:
             "action_name": f"/{namespace}/{action}",
             "api_host": self.settings.gateway_url,
             "api_key": api_key,
-            "deadline": str(start + int(pool.spec.timeout_seconds * 1000)),
+            "deadline": str(start + int(spec.timeout_seconds * 1000)),
         }
         logs: list[str] = []
         try:
-            reply = pool.run(body, wait_seconds=pool.spec.timeout_seconds)
+            pool = self.pool_for(namespace, action)
+            reply = pool.run(body, wait_seconds=spec.timeout_seconds)
             logs = reply.logs
             if reply.status == 200 and isinstance(reply.body, dict) and "error" not in reply.body:
                 status, result = SUCCESS, reply.body
@@ -158,7 +234,11 @@ class Gateway:
         except ActivationTimeout as exc:
             status, result = DEVELOPER_ERROR, {"error": str(exc)}
         except (PoolBusy, RuntimeProcessError) as exc:
-            status, result = INTERNAL_ERROR, {"error": str(exc)}
+            status = INTERNAL_ERROR
+            result = {
+                "error": f"The action runtime is unavailable: {exc}. Retry after "
+                f"{RETRY_AFTER_SECONDS} s."
+            }
         end = _now_ms()
         record = {
             "activationId": activation_id,
@@ -180,6 +260,8 @@ class Gateway:
         }
         self.store(record)
         self.metrics.observe(namespace, action, status, (end - start) / 1000)
+        if isinstance(result, dict) and result.get("degraded") is True:
+            self.metrics.degraded(namespace, action)
         if status == SUCCESS:
             logger.info(
                 "activation %s of %s/%s succeeded in %d ms",
@@ -230,6 +312,8 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             if status == HTTPStatus.UNAUTHORIZED:
                 self.send_header("WWW-Authenticate", 'Basic realm="saodf"')
+            if status == HTTPStatus.SERVICE_UNAVAILABLE:
+                self.send_header("Retry-After", str(RETRY_AFTER_SECONDS))
             if status >= 400 and status != HTTPStatus.BAD_GATEWAY:
                 self.send_header("Connection", "close")
                 self.close_connection = True
@@ -281,7 +365,7 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             path = urlsplit(self.path).path
             if path == "/health":
-                self._send(HTTPStatus.OK, {"status": "ok", "actions": sorted(gateway.pools)})
+                self._send(HTTPStatus.OK, {"status": "ok", "actions": sorted(gateway.specs)})
                 return
             if path == "/metrics":
                 if self._authorize(None) is None:
@@ -319,11 +403,11 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             namespace, subject = identity
             action = match.group(2)
-            if action not in gateway.pools:
+            if action not in gateway.specs:
                 self._reject(
                     HTTPStatus.NOT_FOUND,
                     f"The requested action {action!r} does not exist; known actions: "
-                    f"{sorted(gateway.pools)}.",
+                    f"{sorted(gateway.specs)}.",
                     namespace=namespace,
                     subject=subject,
                 )
@@ -357,7 +441,7 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if status == SUCCESS:
                 http_status = HTTPStatus.OK
             elif status == INTERNAL_ERROR:
-                http_status = HTTPStatus.INTERNAL_SERVER_ERROR
+                http_status = HTTPStatus.SERVICE_UNAVAILABLE
             else:
                 http_status = HTTPStatus.BAD_GATEWAY
             gateway.audit.append(
@@ -480,8 +564,11 @@ def serve(
     if len(set(names)) != len(names):
         raise GatewayError(f"action names {names} repeat; give each action its own name")
     keys = gateway_keys(settings)
-    pools = start_pools(list(actions), settings, runtime_env(settings))
-    gateway = Gateway(settings, pools, keys, max_body_bytes)
+    env = runtime_env(settings)
+    started = start_pools(list(actions), settings, env, namespace=settings.gateway_namespace)
+    pools = {(settings.gateway_namespace, name): pool for name, pool in started.items()}
+    specs = {spec.name: spec for spec in actions}
+    gateway = Gateway(settings, specs, pools, keys, max_body_bytes, env)
     bind_port = settings.ports["gateway"] if port is None else port
     try:
         server = GatewayServer((settings.host, bind_port), gateway)

@@ -28,6 +28,7 @@ class GatewayMetrics:
         self.invocations: dict[tuple[str, str, str], int] = defaultdict(int)
         self.errors: dict[tuple[str, str], int] = defaultdict(int)
         self.rejections: dict[int, int] = defaultdict(int)
+        self.degraded_counts: dict[tuple[str, str], int] = defaultdict(int)
         self.latency_counts: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = defaultdict(float)
 
@@ -43,6 +44,11 @@ class GatewayMetrics:
                     counts[index] += 1
             counts[-1] += 1
             self.latency_sum[action] += seconds
+
+    def degraded(self, namespace: str, action: str) -> None:
+        """Count one activation that an action served without Redis."""
+        with self._lock:
+            self.degraded_counts[(namespace, action)] += 1
 
     def reject(self, http_status: int) -> None:
         with self._lock:
@@ -73,6 +79,13 @@ class GatewayMetrics:
             ]
             for code, count in sorted(self.rejections.items()):
                 lines.append(f"saodf_gateway_rejections_total{_labels(code=str(code))} {count}")
+            lines += [
+                "# HELP saodf_gateway_degraded_total Activations served without Redis.",
+                "# TYPE saodf_gateway_degraded_total counter",
+            ]
+            for (namespace, action), count in sorted(self.degraded_counts.items()):
+                labels = _labels(namespace=namespace, action=action)
+                lines.append(f"saodf_gateway_degraded_total{labels} {count}")
             lines += [
                 "# HELP saodf_gateway_activation_duration_seconds Activation latency.",
                 "# TYPE saodf_gateway_activation_duration_seconds histogram",
@@ -116,6 +129,34 @@ def _cache_lines(stats: dict[str, Any] | None) -> list[str]:
     if stats.get("hit_ratio") is not None:
         series.append(
             ("saodf_cache_hit_ratio", "gauge", "Hits / (hits + misses).", stats["hit_ratio"])
+        )
+    monitor = stats.get("monitor") or {}
+    if monitor.get("hit_rate"):
+        series.append(
+            (
+                "saodf_cache_window_hit_ratio",
+                "gauge",
+                "Hit ratio over the hit monitor's sliding window at its last check.",
+                monitor["hit_rate"],
+            )
+        )
+    if monitor.get("state"):
+        series.append(
+            (
+                "saodf_cache_monitor_below_threshold",
+                "gauge",
+                "1 when the hit monitor's last check found the window's hit ratio too low.",
+                1 if monitor["state"] == "below threshold" else 0,
+            )
+        )
+    if monitor.get("stable_ttl"):
+        series.append(
+            (
+                "saodf_cache_stable_ttl_seconds",
+                "gauge",
+                "TTL of stable devices' forecasts in the hit monitor's policy.",
+                monitor["stable_ttl"],
+            )
         )
     for name, kind, help_text, value in series:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]

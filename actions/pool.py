@@ -75,14 +75,23 @@ class RunReply:
 class RuntimeProcess:
     """One :mod:`actions.runtime` process running one action."""
 
-    def __init__(self, spec: ActionSpec, settings: Settings, index: int, env: dict[str, str]):
+    def __init__(
+        self,
+        spec: ActionSpec,
+        settings: Settings,
+        index: int,
+        env: dict[str, str],
+        namespace: str = "",
+    ):
         self.spec = spec
         self.settings = settings
         self.index = index
         self.env = env
+        self.namespace = namespace
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
-        self.log_path = settings.log_dir / f"runtime-{spec.name}-{index}.log"
+        self.label = f"{namespace}-{spec.name}-{index}" if namespace else f"{spec.name}-{index}"
+        self.log_path = settings.log_dir / f"runtime-{self.label}.log"
         self._log_offset = 0
 
     @property
@@ -93,7 +102,7 @@ class RuntimeProcess:
         """Start the process, wait for its port and POST ``/init``."""
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
-        port_file = self.settings.run_dir / f"runtime-{self.spec.name}-{self.index}.port"
+        port_file = self.settings.run_dir / f"runtime-{self.label}.port"
         port_file.unlink(missing_ok=True)
         log = self.log_path.open("ab")
         try:
@@ -137,9 +146,8 @@ class RuntimeProcess:
             raise RuntimeProcessError(f"init of action {self.spec.name} failed: {body}")
         self._log_offset = self.log_path.stat().st_size
         logger.info(
-            "runtime %d of action %s started (pid %d, port %d)",
-            self.index,
-            self.spec.name,
+            "runtime %s started (pid %d, port %d)",
+            self.label,
             self.process.pid,
             self.port,
         )
@@ -158,7 +166,7 @@ class RuntimeProcess:
             process.wait(STOP_TIMEOUT_SECONDS)
         except ProcessLookupError:
             pass
-        logger.info("runtime %d of action %s stopped (pid %d)", self.index, self.spec.name, pid)
+        logger.info("runtime %s stopped (pid %d)", self.label, pid)
 
     def _post(self, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -177,9 +185,7 @@ class RuntimeProcess:
     def run(self, body: dict[str, Any], timeout: float) -> RunReply:
         """POST ``/run`` and return its reply; kill the process when it exceeds ``timeout``."""
         if not self.alive:
-            logger.warning(
-                "runtime %d of action %s is not running; restarting it", self.index, self.spec.name
-            )
+            logger.warning("runtime %s is not running; restarting it", self.label)
             self.start()
         try:
             status, reply = self._post("/run", body, timeout)
@@ -221,13 +227,18 @@ class RuntimeProcess:
 class ActionPool:
     """The runtime processes of one action, handed out one activation at a time."""
 
-    def __init__(self, spec: ActionSpec, settings: Settings, env: dict[str, str]):
+    def __init__(
+        self, spec: ActionSpec, settings: Settings, env: dict[str, str], namespace: str = ""
+    ):
         if spec.pool_size < 1:
             raise RuntimeProcessError(
                 f"pool_size={spec.pool_size} of action {spec.name} must be >= 1"
             )
         self.spec = spec
-        self.processes = [RuntimeProcess(spec, settings, i, env) for i in range(spec.pool_size)]
+        self.namespace = namespace
+        self.processes = [
+            RuntimeProcess(spec, settings, i, env, namespace) for i in range(spec.pool_size)
+        ]
         self._idle: queue.Queue[RuntimeProcess] = queue.Queue()
 
     def start(self) -> None:
@@ -255,10 +266,10 @@ class ActionPool:
 
 
 def start_pools(
-    specs: list[ActionSpec], settings: Settings, env: dict[str, str]
+    specs: list[ActionSpec], settings: Settings, env: dict[str, str], namespace: str = ""
 ) -> dict[str, ActionPool]:
-    """Start the pools of all actions in parallel; stop them all when one fails."""
-    pools = {spec.name: ActionPool(spec, settings, env) for spec in specs}
+    """Start one namespace's pools of all actions in parallel; stop them all when one fails."""
+    pools = {spec.name: ActionPool(spec, settings, env, namespace) for spec in specs}
     errors: list[BaseException] = []
 
     def start(pool: ActionPool) -> None:
@@ -286,4 +297,15 @@ def runtime_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(saodf_env(settings))
     env["__OW_API_HOST"] = settings.gateway_url
+    # saodf_env leaves out the TLS settings; the actions' Redis client needs them.
+    env["SAODF_REDIS_TLS"] = "true" if settings.redis_tls else "false"
+    for name, value in (
+        ("SAODF_REDIS_TLS_CA_FILE", settings.redis_tls_ca_file),
+        ("SAODF_REDIS_TLS_CERT_FILE", settings.redis_tls_cert_file),
+        ("SAODF_REDIS_TLS_KEY_FILE", settings.redis_tls_key_file),
+    ):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     return env

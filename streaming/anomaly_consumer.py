@@ -2,9 +2,10 @@
 
 Each poll returns up to ``batch_size`` messages. They go to the action in one blocking
 call over HTTP with the namespace's basic credentials. Flagged readings are produced to
-``telemetry.anomalies`` as ``{"message", "score", "metrics", "reason", "activation_id",
-"detected_at"}``. Readings the action calls invalid, payloads that are not JSON, and
-batches whose call keeps failing go to ``telemetry.dlq`` with the reason. Offsets are
+``telemetry.anomalies`` as ``{"message", "score", "metrics", "reason", "z_scores",
+"degraded", "activation_id", "detected_at"}``. Readings the action calls invalid,
+payloads that are not JSON, and batches whose call keeps failing go to ``telemetry.dlq``
+with the reason. Offsets are
 committed only after every produced record was delivered, so a crash replays the batch
 instead of losing it (at-least-once delivery, with possible duplicates).
 
@@ -175,6 +176,8 @@ def _anomaly_record(message: Any, result: dict[str, Any], activation_id: str) ->
         "metrics": result.get("metrics", []),
         "reason": result.get("reason"),
         "z_scores": result.get("z_scores", {}),
+        # True when the detector scored without Redis: no forecast band, fresh baselines.
+        "degraded": bool(result.get("degraded", False)),
         "activation_id": activation_id,
         "detected_at": format_timestamp(datetime.now(timezone.utc)),
     }

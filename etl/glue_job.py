@@ -23,8 +23,8 @@ import json
 import logging
 import posixpath
 import sys
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import orjson
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from etl import deepar, storage
 from etl.transforms import (
     AGGREGATIONS,
+    DEFAULT_MAX_STEPS,
     IMPUTATIONS,
     OUTLIER_METHODS,
     SeriesStats,
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 ENGINES = ("pandas", "spark")
 REQUIRED_ARGS = ("raw_url", "output_url")
+# Device clocks may run ahead of the job's clock by this much before a reading counts as
+# being in the future.
+MAX_CLOCK_SKEW = timedelta(hours=1)
 PREPARED_COLUMNS = ["device_id", "group", "timestamp", "target", "is_outlier", "is_imputed"]
 PREPARED_SCHEMA = pa.schema(
     [
@@ -65,7 +69,11 @@ class PrepareConfig:
     """Settings of one preprocessing run.
 
     ``start`` and ``end`` bound the readings (``end`` exclusive); naive datetimes are
-    taken as UTC. ``devices=None`` prepares every device of the raw zone.
+    taken as UTC. Readings after ``not_after`` are dropped and counted per device as
+    ``future``; :func:`run` sets ``not_after=None`` to ``end``, or to the job's start
+    time plus :data:`MAX_CLOCK_SKEW` when there is no ``end``. ``devices=None`` prepares
+    every device of the raw zone. ``spark_master=None`` takes the master from
+    ``spark-submit`` or AWS Glue instead of starting a local one.
     ``cat_mapping_url=None`` keeps the category mapping at ``{output_url}/cat_mapping.json``,
     which is only right when one output folder serves every run.
     """
@@ -86,6 +94,9 @@ class PrepareConfig:
     prediction_length: int = 12
     context_length: int = 48
     engine: str = "pandas"
+    spark_master: str | None = "local[2]"
+    not_after: datetime | None = None
+    max_steps: int | None = DEFAULT_MAX_STEPS
     run_key: str | None = None
     dynamic_features: list[str] = field(default_factory=lambda: list(deepar.DEFAULT_TIME_FEATURES))
 
@@ -104,6 +115,7 @@ class PrepareConfig:
 
         self.start = _as_utc("start", self.start)
         self.end = _as_utc("end", self.end)
+        self.not_after = _as_utc("not_after", self.not_after)
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise ConfigError(
                 f"start {self.start.isoformat()} is not before end {self.end.isoformat()}; "
@@ -121,6 +133,16 @@ class PrepareConfig:
             raise ConfigError(
                 f"max_gap {self.max_gap!r} is invalid; give a number of steps >= 0, or None "
                 "for no limit"
+            )
+        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
+            raise ConfigError(
+                f"max_steps {self.max_steps!r} is invalid; give a number of steps >= 1, or None "
+                "for no limit"
+            )
+        if self.spark_master is not None and not str(self.spark_master).strip():
+            raise ConfigError(
+                "spark_master is empty; give a master URL such as 'local[2]', or None to take "
+                "it from spark-submit"
             )
         if (
             isinstance(self.zscore_threshold, bool)
@@ -168,10 +190,19 @@ class PrepareConfig:
     def resolved_run_key(self) -> str:
         return self.run_key or posixpath.basename(self.output_url.rstrip("/")) or "prepared"
 
+    def resolved_not_after(self, now: datetime | None = None) -> datetime:
+        """Return ``not_after``, else ``end``, else ``now`` (default: the clock) plus the skew."""
+        if self.not_after is not None:
+            return self.not_after
+        if self.end is not None:
+            return self.end
+        return (now or datetime.now(timezone.utc)) + MAX_CLOCK_SKEW
+
     def to_json_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["start"] = self.start.isoformat() if self.start else None
-        data["end"] = self.end.isoformat() if self.end else None
+        for name in _TIME_ARGS:
+            value = getattr(self, name)
+            data[name] = value.isoformat() if value else None
         return data
 
     @classmethod
@@ -223,10 +254,20 @@ def _as_utc(name: str, value: Any) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-_INT_ARGS = {"max_gap", "prediction_length", "context_length"}
+_INT_ARGS = {"max_gap", "prediction_length", "context_length", "max_steps"}
 _LIST_ARGS = {"devices", "dynamic_features"}
-_TIME_ARGS = {"start", "end"}
-_OPTIONAL_ARGS = {"devices", "start", "end", "max_gap", "cat_mapping_url", "run_key"}
+_TIME_ARGS = ("start", "end", "not_after")
+_OPTIONAL_ARGS = {
+    "devices",
+    "start",
+    "end",
+    "not_after",
+    "max_gap",
+    "max_steps",
+    "cat_mapping_url",
+    "run_key",
+    "spark_master",
+}
 _NONE_TEXT = "none"
 
 
@@ -272,6 +313,60 @@ def glue_job_args(config: PrepareConfig) -> dict[str, str]:
             text = str(value)
         arguments[f"--{item.name}"] = text
     return arguments
+
+
+def glue_operator_kwargs(
+    config: PrepareConfig,
+    *,
+    script_location: str,
+    iam_role_arn: str,
+    extra_py_files: Sequence[str] = (),
+    additional_python_modules: Sequence[str] = ("orjson",),
+    job_name: str = "saodf-prepare",
+    glue_version: str = "5.0",
+    worker_type: str = "G.1X",
+    number_of_workers: int = 2,
+) -> dict[str, Any]:
+    """Return the keyword arguments of Airflow's ``GlueJobOperator`` for a run of ``config``.
+
+    The job is a ``glueetl`` (Spark) job that runs this file as its script. Both engines
+    run on it: ``pandas`` on the Glue driver only, and ``spark`` on the job's cluster,
+    because ``spark_master`` is set to None. ``extra_py_files`` must give a zip or wheel
+    with the ``etl`` and ``saodf`` packages (Glue puts it on ``sys.path``), and
+    ``additional_python_modules`` the PyPI packages that Glue installs before the run.
+
+    NOTE: checked against moto's Glue API and by running the script with awsglue's
+    ``getResolvedOptions``; no run on AWS Glue itself has been made from this project.
+    """
+    if not isinstance(number_of_workers, int) or number_of_workers < 2:
+        raise ConfigError(
+            f"number_of_workers {number_of_workers!r} is invalid; Glue Spark jobs need at least 2"
+        )
+    if config.engine == "spark":
+        config = replace(config, spark_master=None)
+    default_arguments = {"--job-language": "python"}
+    if extra_py_files:
+        default_arguments["--extra-py-files"] = ",".join(extra_py_files)
+    if additional_python_modules:
+        default_arguments["--additional-python-modules"] = ",".join(additional_python_modules)
+    return {
+        "job_name": job_name,
+        "job_desc": "SAODF preprocessing: raw telemetry to DeepAR JSON Lines",
+        "script_location": script_location,
+        "iam_role_arn": iam_role_arn,
+        "script_args": glue_job_args(config),
+        "create_job_kwargs": {
+            "Command": {
+                "Name": "glueetl",
+                "ScriptLocation": script_location,
+                "PythonVersion": "3",
+            },
+            "GlueVersion": glue_version,
+            "WorkerType": worker_type,
+            "NumberOfWorkers": number_of_workers,
+            "DefaultArguments": default_arguments,
+        },
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +416,8 @@ def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) ->
             max_gap=config.max_gap,
             zscore_threshold=config.zscore_threshold,
             outlier_method=config.outlier_method,
+            not_after=pd.Timestamp(config.resolved_not_after()),
+            max_steps=config.max_steps,
         )
     except DatasetError as exc:
         stats = SeriesStats(rows_in=len(readings))
@@ -491,6 +588,8 @@ def run(config: PrepareConfig) -> dict[str, Any]:
             first, so they show each device's reason.
     """
     config.validate()
+    # Fixed once, so that every device and every Spark worker uses the same bound.
+    config = replace(config, not_after=config.resolved_not_after())
     raw = _read_raw(config)
     logger.info(
         "Preparing %d raw rows of %d devices from %s into %s (engine %s)",
@@ -503,7 +602,7 @@ def run(config: PrepareConfig) -> dict[str, Any]:
     if config.engine == "spark":
         from etl.spark_engine import prepare_devices_spark
 
-        results = prepare_devices_spark(raw, config)
+        results = prepare_devices_spark(raw, config, master=config.spark_master)
     else:
         results = prepare_devices_pandas(raw, config)
 
@@ -537,16 +636,32 @@ def run(config: PrepareConfig) -> dict[str, Any]:
     return summary
 
 
+def _argument_names(argv: Sequence[str]) -> set[str]:
+    """Return the names of the ``--name value`` and ``--name=value`` options in ``argv``."""
+    return {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+
+
 def _parse_cli(argv: list[str]) -> dict[str, str | None]:
-    """Parse ``--name value`` arguments with awsglue when it is installed, else argparse."""
+    """Parse ``--name value`` arguments with awsglue when it is installed, else argparse.
+
+    On AWS Glue, ``getResolvedOptions`` also accepts the arguments that Glue and Airflow's
+    GlueJobOperator add (``--JOB_NAME``, ``--TempDir``, ``--job-bookmark-option``,
+    ``--airflow_task_uuid``); they are not passed on to :class:`PrepareConfig`.
+    """
     names = [item.name for item in fields(PrepareConfig)]
     try:
-        from awsglue.utils import getResolvedOptions
+        from awsglue.utils import GlueArgumentError, getResolvedOptions
     except ImportError:
         getResolvedOptions = None
     if getResolvedOptions is not None:
-        present = [name for name in names if f"--{name}" in argv and name not in REQUIRED_ARGS]
-        resolved = getResolvedOptions(["etl.glue_job", *argv], [*REQUIRED_ARGS, *present])
+        given = _argument_names(argv)
+        present = [name for name in names if name in given and name not in REQUIRED_ARGS]
+        try:
+            resolved = getResolvedOptions(["etl.glue_job", *argv], [*REQUIRED_ARGS, *present])
+        except GlueArgumentError as exc:
+            raise ConfigError(
+                f"invalid job arguments ({exc}); give at least --raw_url and --output_url"
+            ) from None
         return {name: resolved[name] for name in [*REQUIRED_ARGS, *present]}
     parser = argparse.ArgumentParser(
         prog="python -m etl.glue_job", description="Prepare raw telemetry for DeepAR."

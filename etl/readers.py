@@ -43,6 +43,7 @@ MOTE_ID_OUT_OF_RANGE = "mote id out of range"
 LOW_BATTERY_FAULT = "low-battery fault"
 IMPLAUSIBLE_READING = "implausible reading"
 INVALID_TELEMETRY = "invalid telemetry"
+FUTURE_TIMESTAMP = "timestamp in the future"
 
 # Observations about kept rows, counted in ReadReport.notes.
 DUPLICATE_TIMESTAMPS = "duplicate timestamps"
@@ -80,7 +81,11 @@ INTEL_MAX_MOTE_ID = 54
 INTEL_LOW_VOLTAGE = 2.4
 INTEL_MAX_TEMPERATURE_C = 100.0
 
-DATASETS = ("nab", "skab")
+DATASETS = ("nab", "skab", "intel")
+INTEL_FILES = ("data.txt", "data.txt.gz")
+
+# A reading more than this ahead of the reader's clock is skipped as being in the future.
+MAX_CLOCK_SKEW = pd.Timedelta(hours=1)
 
 _OFFSET_SUFFIX = re.compile(r"(?:[Zz]|[+-]\d{2}:?\d{2})$")
 
@@ -277,6 +282,28 @@ def _note_order(report: ReadReport, timestamps: pd.Series) -> None:
     report.note(OUT_OF_ORDER_ROWS, int((timestamps.diff() < pd.Timedelta(0)).sum()))
 
 
+def _future_bound(now: pd.Timestamp | None) -> pd.Timestamp:
+    """Return the latest timestamp a reader keeps: ``now`` (default: the clock) plus the skew."""
+    moment = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    if moment.tzinfo is None:
+        moment = moment.tz_localize("UTC")
+    return moment.tz_convert("UTC") + MAX_CLOCK_SKEW
+
+
+def _skip_future(
+    report: ReadReport,
+    table: pd.DataFrame,
+    timestamps: pd.Series,
+    keep: pd.Series,
+    now: pd.Timestamp | None,
+) -> pd.Series:
+    """Skip the kept rows whose timestamp is after :func:`_future_bound`; return the new mask."""
+    bound = _future_bound(now)
+    future = (timestamps > bound) & keep
+    detail = "timestamp " + timestamps.astype(str) + f" is after {bound.isoformat()}"
+    return keep & _skip_rows(report, table, future, FUTURE_TIMESTAMP, detail)
+
+
 def _apply_numeric(
     report: ReadReport, table: pd.DataFrame, columns: list[str]
 ) -> tuple[pd.DataFrame, pd.Series]:
@@ -296,10 +323,13 @@ def _apply_numeric(
 # Dataset readers
 
 
-def read_nab_series(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
+def read_nab_series(
+    path: Path | str, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, ReadReport]:
     """Read one NAB series (``timestamp,value``) into ``timestamp`` (UTC) and ``value``.
 
-    Duplicate timestamps are kept and counted in the report's notes.
+    Duplicate timestamps are kept and counted in the report's notes. Rows more than
+    :data:`MAX_CLOCK_SKEW` after ``now`` (default: the clock) are skipped.
     """
     path = Path(path)
     report = ReadReport(source=str(path))
@@ -308,6 +338,7 @@ def read_nab_series(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
     keep = _skip_rows(
         report, table, timestamps.isna(), INVALID_TIMESTAMP, "timestamp=" + table["timestamp"]
     )
+    keep = _skip_future(report, table, timestamps, keep, now)
     numbers, keep_numeric = _apply_numeric(report, table, ["value"])
     keep &= keep_numeric
     keep &= _skip_rows(
@@ -320,13 +351,16 @@ def read_nab_series(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
     return frame, report
 
 
-def read_skab_file(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
+def read_skab_file(
+    path: Path | str, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, ReadReport]:
     """Read one SKAB experiment (semicolon separated) with snake_case metric names.
 
     The frame has ``timestamp`` (UTC), the eight metrics of :data:`SKAB_METRICS` and the
     integer labels ``anomaly`` and ``changepoint`` (0 when the file has no labels, as
     ``anomaly-free.csv``). Empty metric cells stay NaN; rows with text that is not a
-    number are skipped.
+    number, and rows more than :data:`MAX_CLOCK_SKEW` after ``now`` (default: the clock),
+    are skipped.
     """
     path = Path(path)
     report = ReadReport(source=str(path))
@@ -336,6 +370,7 @@ def read_skab_file(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
     keep = _skip_rows(
         report, table, timestamps.isna(), INVALID_TIMESTAMP, "datetime=" + table["datetime"]
     )
+    keep = _skip_future(report, table, timestamps, keep, now)
     numbers, keep_numeric = _apply_numeric(report, table, list(SKAB_METRICS))
     keep &= keep_numeric
     labels = {}
@@ -358,7 +393,9 @@ def read_skab_file(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
     return frame, report
 
 
-def read_intel_lab(path: Path | str, assume_tz: str = "UTC") -> tuple[pd.DataFrame, ReadReport]:
+def read_intel_lab(
+    path: Path | str, assume_tz: str = "UTC", now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, ReadReport]:
     """Read the Intel Berkeley Lab ``data.txt`` (or ``data.txt.gz``) into one row per reading.
 
     The frame has ``device_id`` (``intel-mote-{id}``), ``timestamp`` (UTC), ``epoch`` and
@@ -371,6 +408,7 @@ def read_intel_lab(path: Path | str, assume_tz: str = "UTC") -> tuple[pd.DataFra
     Args:
         path: The file, plain or gzip-compressed.
         assume_tz: The zone of the file's naive date and time.
+        now: Rows more than :data:`MAX_CLOCK_SKEW` after it are skipped (default: the clock).
     """
     path = Path(path)
     report = ReadReport(source=str(path))
@@ -407,6 +445,7 @@ def read_intel_lab(path: Path | str, assume_tz: str = "UTC") -> tuple[pd.DataFra
         INVALID_TIMESTAMP,
         "date time=" + table["date"] + " " + table["time"],
     )
+    keep = _skip_future(report, table, timestamps, keep, now)
     numbers, keep_numeric = _apply_numeric(report, table, ["epoch", "moteid", *INTEL_METRICS])
     keep &= keep_numeric
     mote = numbers["moteid"]
@@ -455,15 +494,21 @@ def _count_missing_epochs(frame: pd.DataFrame) -> int:
     return int((span - epochs.nunique()).clip(lower=0).sum())
 
 
-def read_telemetry_jsonl(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
+def read_telemetry_jsonl(
+    path: Path | str, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, ReadReport]:
     """Read telemetry messages, one JSON object per line, into a wide frame.
 
     The frame has ``device_id``, ``timestamp`` (UTC) and one float column per metric
-    (NaN where a message lacks the metric). Lines that are not JSON or break the message
-    contract are skipped with the :class:`InvalidTelemetryError` reason as detail.
+    (NaN where a message lacks the metric), in the order of the file. Lines that are not
+    JSON or break the message contract are skipped with the
+    :class:`InvalidTelemetryError` reason as detail, and messages more than
+    :data:`MAX_CLOCK_SKEW` after ``now`` (default: the clock) as being in the future.
+    Repeated and out-of-order timestamps of a device are kept and counted in the notes.
     """
     path = Path(path)
     report = ReadReport(source=str(path))
+    bound = _future_bound(now)
     messages: list[dict[str, Any]] = []
     with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -478,9 +523,15 @@ def read_telemetry_jsonl(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
                 report.skip(line_number, INVALID_TELEMETRY, text, f"line is not JSON: {exc}")
                 continue
             try:
-                messages.append(validate_message(decoded))
+                message = validate_message(decoded)
             except InvalidTelemetryError as exc:
                 report.skip(line_number, INVALID_TELEMETRY, text, exc.reason)
+                continue
+            if pd.Timestamp(message["timestamp"]) > bound:
+                detail = f"timestamp {message['timestamp']} is after {bound.isoformat()}"
+                report.skip(line_number, FUTURE_TIMESTAMP, text, detail)
+                continue
+            messages.append(message)
     frame = pd.DataFrame(messages)
     if frame.empty:
         frame = pd.DataFrame(
@@ -492,6 +543,8 @@ def read_telemetry_jsonl(path: Path | str) -> tuple[pd.DataFrame, ReadReport]:
     else:
         frame = frame.drop(columns=["schema_version"])
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
+        for _, rows in frame.groupby("device_id", sort=False):
+            _note_order(report, rows["timestamp"])
     report.rows_kept = len(frame)
     return frame, report
 
@@ -598,6 +651,40 @@ def _iter_nab(
             yield DeviceSeries(device_id, frame, labels, str(path)), report
 
 
+def intel_lab_file(data_dir: Path | str) -> Path | None:
+    """Return ``data_dir/intel/data.txt`` or ``data.txt.gz`` when one exists, else None."""
+    folder = Path(data_dir) / "intel"
+    for name in INTEL_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _iter_intel(
+    data_dir: Path, groups: list[str] | None
+) -> Iterator[tuple[DeviceSeries, ReadReport]]:
+    path = intel_lab_file(data_dir)
+    if path is None:
+        raise DatasetError(
+            f"intel data file not found: neither {data_dir / 'intel' / INTEL_FILES[0]} nor "
+            f"{INTEL_FILES[1]} exists; download it with 'saodf data fetch intel'"
+        )
+    frame, report = read_intel_lab(path)
+    report.log()
+    devices = sorted(frame["device_id"].unique(), key=lambda name: int(name.rsplit("-", 1)[1]))
+    if groups is not None:
+        unknown = [name for name in groups if name not in devices]
+        if unknown:
+            raise DatasetError(
+                f"intel device(s) {', '.join(map(repr, unknown))} not found in {path}; valid "
+                f"devices: {', '.join(devices)}"
+            )
+        devices = [name for name in devices if name in groups]
+    by_device = {series.device_id: series for series in iter_devices(frame, str(path))}
+    for device_id in devices:
+        yield by_device[device_id], report
+
+
 def iter_dataset(
     dataset: str, data_dir: Path | str, groups: list[str] | None = None
 ) -> Iterator[tuple[DeviceSeries, ReadReport]]:
@@ -607,15 +694,21 @@ def iter_dataset(
     ``skab-{group}-{stem}`` (``skab-anomaly-free`` for ``anomaly-free/anomaly-free.csv``).
     ``"nab"`` reads ``data_dir/nab/data/<group>/<series>.csv`` as device
     ``nab-{group}-{series}`` with its anomaly windows from ``labels/combined_windows.json``.
+    ``"intel"`` reads ``data_dir/intel/data.txt`` (or ``data.txt.gz``, as ``saodf data
+    fetch intel`` stores it) as devices ``intel-mote-{id}`` in mote order, every one with
+    the report of the whole file; ``groups`` selects device ids.
 
     Raises:
-        DatasetError: The dataset or a group is unknown, or its folder is missing.
+        DatasetError: The dataset, a group or a device is unknown, or its folder or file
+            is missing.
     """
     data_dir = Path(data_dir)
     if dataset == "skab":
         yield from _iter_skab(data_dir, groups)
     elif dataset == "nab":
         yield from _iter_nab(data_dir, groups)
+    elif dataset == "intel":
+        yield from _iter_intel(data_dir, groups)
     else:
         raise DatasetError(f"dataset {dataset!r} is unknown; valid datasets: {', '.join(DATASETS)}")
 

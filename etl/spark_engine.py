@@ -27,24 +27,31 @@ RESULT_SCHEMA = (
 RAW_COLUMNS = ["device_id", "timestamp", "metric", "value"]
 
 
-def _session(master: str = "local[2]"):
-    """Start or reuse a Spark session in UTC with Arrow transfers."""
+def _session(master: str | None = "local[2]"):
+    """Start or reuse a Spark session in UTC with Arrow transfers.
+
+    ``master=None`` leaves the master to ``spark-submit`` or AWS Glue. A local master
+    binds the driver to 127.0.0.1.
+    """
     # Workers must run the interpreter that has pandas and this project installed.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    return (
-        SparkSession.builder.master(master)
-        .appName("saodf-prepare")
+    builder = (
+        SparkSession.builder.appName("saodf-prepare")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "4")
-        .getOrCreate()
     )
+    if master is not None:
+        builder = (
+            builder.master(master)
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+        )
+    return builder.getOrCreate()
 
 
 def _result_to_frame(result: DeviceResult) -> pd.DataFrame:
@@ -109,7 +116,7 @@ def _frame_to_result(rows: pd.DataFrame) -> DeviceResult:
 
 
 def prepare_devices_spark(
-    raw: pd.DataFrame, config: PrepareConfig, master: str = "local[2]"
+    raw: pd.DataFrame, config: PrepareConfig, master: str | None = "local[2]"
 ) -> list[DeviceResult]:
     """Prepare every device of ``raw`` on Spark and return the results sorted by device id."""
     if raw.empty:
@@ -126,7 +133,9 @@ def prepare_devices_spark(
             spark.stop()
 
 
-def _prepare_on(spark, raw: pd.DataFrame, config: PrepareConfig, master: str) -> list[DeviceResult]:
+def _prepare_on(
+    spark, raw: pd.DataFrame, config: PrepareConfig, master: str | None
+) -> list[DeviceResult]:
     source = raw[RAW_COLUMNS].copy()
     source["timestamp"] = source["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
     frame = spark.createDataFrame(
@@ -138,7 +147,9 @@ def _prepare_on(spark, raw: pd.DataFrame, config: PrepareConfig, master: str) ->
         device_id = str(rows["device_id"].iloc[0])
         return _result_to_frame(prepare_device(device_id, rows, config))
 
-    logger.info("Preparing %d devices on Spark %s", raw["device_id"].nunique(), master)
+    logger.info(
+        "Preparing %d devices on Spark %s", raw["device_id"].nunique(), master or "cluster master"
+    )
     collected = frame.groupBy("device_id").applyInPandas(apply, schema=RESULT_SCHEMA).toPandas()
     results = [_frame_to_result(rows) for _, rows in collected.groupby("device_id", sort=True)]
     return sorted(results, key=lambda result: result.device_id)

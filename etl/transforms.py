@@ -26,6 +26,14 @@ DUPLICATE_POLICIES = ("last", "mean")
 # Scales the median absolute deviation to the standard deviation of a normal
 # distribution (Iglewicz and Hoaglin's modified z-score).
 MAD_SCALE = 0.6745
+# When more than half of the values equal the median, the MAD is 0. The score then uses
+# the mean absolute deviation from the median times sqrt(pi / 2), which estimates the
+# standard deviation of a normal distribution (the fallback IBM SPSS documents).
+MEAN_AD_SCALE = 1.253314
+
+# Default maximum number of steps of one prepared series: a bound on memory, because one
+# timestamp decades away from the others would otherwise make a grid of millions of steps.
+DEFAULT_MAX_STEPS = 1_000_000
 
 # Frequencies that infer_frequency rounds to, as pandas offset aliases.
 STANDARD_FREQUENCIES = (
@@ -57,9 +65,12 @@ class SeriesStats:
     rows_in: int = 0
     duplicates: int = 0
     out_of_order: int = 0
+    non_finite: int = 0
+    future: int = 0
     outliers: int = 0
     imputed: int = 0
     gaps_left: int = 0
+    constant: bool = False
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -120,8 +131,10 @@ def detect_outliers(values: pd.Series, threshold: float = 3.0, method: str = "zs
     """Mark the values whose score exceeds ``threshold`` in absolute value.
 
     ``zscore`` scores against the mean and the population standard deviation and
-    ``mad`` uses the modified z-score ``0.6745 * (x - median) / MAD``. A constant
-    series (standard deviation or MAD of 0) has no outliers. NaN is never marked.
+    ``mad`` uses the modified z-score ``0.6745 * (x - median) / MAD``. When the MAD is 0
+    but the values are not all equal, ``mad`` scores ``(x - median) / (1.253314 * MeanAD)``
+    with the mean absolute deviation from the median. A constant series has no outliers.
+    NaN is never marked.
     """
     _check_choice("outlier method", method, OUTLIER_METHODS)
     if not threshold > 0:
@@ -134,10 +147,15 @@ def detect_outliers(values: pd.Series, threshold: float = 3.0, method: str = "zs
         scores = (numbers - numbers.mean()) / spread
     else:
         median = numbers.median()
-        mad = (numbers - median).abs().median()
-        if not mad > 0:
-            return pd.Series(False, index=values.index)
-        scores = MAD_SCALE * (numbers - median) / mad
+        deviations = (numbers - median).abs()
+        mad = deviations.median()
+        if mad > 0:
+            scores = MAD_SCALE * (numbers - median) / mad
+        else:
+            mean_ad = deviations.mean()
+            if not mean_ad > 0:
+                return pd.Series(False, index=values.index)
+            scores = (numbers - median) / (MEAN_AD_SCALE * mean_ad)
     return (scores.abs() > threshold).fillna(False).astype(bool)
 
 
@@ -207,6 +225,28 @@ def infer_frequency(timestamps: pd.Series | pd.DatetimeIndex) -> str:
     return STANDARD_FREQUENCIES[int(np.argmin(distances))]
 
 
+def _numeric_values(values: pd.Series) -> pd.Series:
+    """Return ``values`` as float64, or raise naming the first value that is not a number.
+
+    Strings are rejected even when they spell a number, because a reading that arrives as
+    text has broken the message contract upstream and should be fixed there.
+    """
+    series = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    for position, value in enumerate(series):
+        is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        )
+        if not is_number and not (value is None or value is pd.NA or value is pd.NaT):
+            raise DatasetError(
+                f"reading {value!r} at position {position} is a {type(value).__name__}, not a "
+                "number; convert the readings first, e.g. with pandas.to_numeric(values, "
+                "errors='coerce')"
+            )
+    return series.astype("float64")
+
+
 def prepare_series(
     timestamps: pd.Series,
     values: pd.Series,
@@ -218,8 +258,13 @@ def prepare_series(
     outlier_method: str = "zscore",
     assume_tz: str = "UTC",
     duplicates: str = "last",
+    not_after: pd.Timestamp | None = None,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
 ) -> PreparedSeries:
     """Turn one device's raw readings of one metric into a regular, cleaned series.
+
+    Readings that are NaN or infinite, or later than ``not_after``, are removed before
+    anything else and counted in ``stats.non_finite`` and ``stats.future``.
 
     Args:
         timestamps: Reading times, aware or naive (naive ones are in ``assume_tz``).
@@ -232,20 +277,47 @@ def prepare_series(
         outlier_method: ``"zscore"`` or ``"mad"``.
         assume_tz: The zone of naive timestamps.
         duplicates: ``"last"`` or ``"mean"`` for readings with the same timestamp.
+        not_after: The latest plausible reading time (aware); None keeps every reading.
+        max_steps: The maximum length of the regular series (None: no limit).
+
+    Raises:
+        DatasetError: A reading is not a number, no usable reading is left, the
+            frequency cannot be inferred, or the series would exceed ``max_steps``.
     """
     stats = SeriesStats(rows_in=len(values))
     raw = pd.DataFrame(
         {
             "timestamp": to_utc(pd.Series(timestamps).reset_index(drop=True), assume_tz),
-            "value": pd.Series(values, dtype="float64").reset_index(drop=True),
+            "value": _numeric_values(values),
         }
     )
     raw = raw[raw["timestamp"].notna()]
+    finite = np.isfinite(raw["value"].to_numpy())
+    stats.non_finite = int((~finite).sum())
+    raw = raw[finite]
+    if not_after is not None:
+        future = raw["timestamp"] > pd.Timestamp(not_after)
+        stats.future = int(future.sum())
+        raw = raw[~future]
     raw, stats.duplicates, stats.out_of_order = order_and_deduplicate(raw, keep=duplicates)
     if raw.empty:
-        raise DatasetError("series has no reading with a valid timestamp; check the input")
+        raise DatasetError(
+            f"series has no finite reading with a valid timestamp ({stats.rows_in} rows in, "
+            f"{stats.non_finite} NaN or infinite, {stats.future} after {not_after}); "
+            "check the input"
+        )
     if freq == "auto":
         freq = infer_frequency(raw["timestamp"])
+    first, last = raw["timestamp"].iloc[0], raw["timestamp"].iloc[-1]
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    steps = int((last.floor(step) - first.floor(step)) // step) + 1
+    if max_steps is not None and steps > max_steps:
+        raise DatasetError(
+            f"readings from {first.isoformat()} to {last.isoformat()} make {steps} steps of "
+            f"{freq}, above max_steps={max_steps}; look for timestamps far from the others "
+            "(a device clock error) or choose a coarser freq"
+        )
+    stats.constant = bool(raw["value"].nunique() == 1)
 
     cleaned, outliers = remove_outliers(raw["value"], zscore_threshold, outlier_method)
     stats.outliers = int(outliers.sum())

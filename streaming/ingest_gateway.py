@@ -1,0 +1,324 @@
+"""Device ingest gateway: ``POST /v1/telemetry`` over HTTP on 127.0.0.1, routed by load.
+
+Routes:
+
+- ``POST /v1/telemetry``: the body is one reading (a JSON object) or a batch (a JSON
+  array of up to ``max_batch`` readings), sent with ``Authorization: Bearer <token>``
+  where the token is the device's own (see :mod:`streaming.tokens`). Every reading must
+  carry the token's ``device_id``. The response is 202 when every reading was stored in
+  Kafka or SQS, or dead-lettered because no broker could take it. It is 400 when some
+  readings were invalid: those went to the dead-letter queue with the reason and the raw
+  payload, and the others were stored. The body lists each reading's outcome.
+  401 means a missing or unknown token, 411 a missing Content-Length, 413 a body or batch
+  over the limit, and 500 a dead-letter write that failed everywhere. Nothing is stored
+  for those, so the client must send the request again.
+- ``GET /health``: liveness and each broker's reachability and load score.
+- ``GET /metrics``: Prometheus text of the routing decisions and broker loads.
+
+Run it with ``python -m streaming.ingest_gateway`` (port ``SAODF_INGEST_PORT``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from saodf.config import Settings, get_settings
+from saodf.errors import InvalidTelemetryError
+from saodf.log import configure_logging
+from saodf.telemetry import validate_message
+from streaming.ingest_config import IngestConfig, with_name_overrides
+from streaming.ingest_router import DeadLetter, DeadLetterError, IngestReading, IngestRouter
+from streaming.tokens import DeviceTokens
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY_PATH = "/v1/telemetry"
+
+
+class BatchTooLargeError(InvalidTelemetryError):
+    """A batch with more readings than the gateway accepts in one request."""
+
+
+@dataclass
+class IngestResult:
+    """Outcome of one request or MQTT message: counts and each reading's status."""
+
+    request_id: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> int:
+        return sum(1 for r in self.results if r.get("kind") == "invalid")
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(1 for r in self.results if r["status"] == "dlq")
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r["status"] in ("kafka", "sqs"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "accepted": self.accepted,
+            "dead_lettered": self.dead_lettered,
+            "invalid": self.invalid,
+            "results": self.results,
+        }
+
+
+def _split_payload(body: bytes, max_batch: int) -> tuple[list[tuple[Any, bytes]], str | None]:
+    """Decode ``body`` into ``(item, raw_item)`` pairs, or return the reason it is invalid.
+
+    Raises:
+        BatchTooLargeError: when the batch has more than ``max_batch`` readings.
+    """
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [], f"payload is not JSON ({exc})"
+    if isinstance(decoded, dict):
+        return [(decoded, body)], None
+    if not isinstance(decoded, list):
+        return [], (
+            f"payload is a JSON {type(decoded).__name__}, not a reading object or an array of "
+            "reading objects"
+        )
+    if not decoded:
+        return [], "batch is empty; send one reading object or a non-empty array"
+    if len(decoded) > max_batch:
+        raise BatchTooLargeError(
+            f"batch has {len(decoded)} readings; the maximum is {max_batch}, so split it"
+        )
+    return [(item, orjson.dumps(item)) for item in decoded], None
+
+
+def ingest_payload(
+    router: IngestRouter,
+    body: bytes,
+    device_id: str,
+    source: str,
+    max_batch: int,
+    request_id: str | None = None,
+) -> IngestResult:
+    """Validate the readings in ``body`` sent by ``device_id`` and store or dead-letter each.
+
+    Raises:
+        BatchTooLargeError: for a batch over ``max_batch``; nothing is stored.
+        DeadLetterError: when an invalid reading could not be kept anywhere.
+    """
+    result = IngestResult(request_id or uuid.uuid4().hex)
+    extra = {"request_id": result.request_id, "device": device_id, "transport": source}
+    items, body_error = _split_payload(body, max_batch)
+    if body_error is not None:
+        letter = DeadLetter(body, body_error, f"ingest-{source}", {**extra, "kind": "invalid"})
+        sink = router.dead_letter([letter])[0]
+        router.metrics.count_readings(source, "invalid")
+        result.results.append(
+            {"index": None, "status": "dlq", "sink": sink, "kind": "invalid", "reason": body_error}
+        )
+        return result
+    readings: list[tuple[int, IngestReading]] = []
+    letters: list[tuple[int, DeadLetter]] = []
+    for index, (item, raw) in enumerate(items):
+        try:
+            message = validate_message(item)
+            if message["device_id"] != device_id:
+                raise InvalidTelemetryError(
+                    f"device_id {message['device_id']!r} does not match the authenticated "
+                    f"device {device_id!r}; send each device's readings with its own token"
+                )
+        except InvalidTelemetryError as exc:
+            letter_extra = {**extra, "kind": "invalid", "index": index}
+            letters.append((index, DeadLetter(raw, exc.reason, f"ingest-{source}", letter_extra)))
+            continue
+        readings.append((index, IngestReading.create(message, source)))
+    statuses: dict[int, dict[str, Any]] = {}
+    if letters:
+        sinks = router.dead_letter([letter for _, letter in letters])
+        router.metrics.count_readings(source, "invalid", len(letters))
+        for (index, letter), sink in zip(letters, sinks, strict=True):
+            statuses[index] = {
+                "index": index,
+                "status": "dlq",
+                "sink": sink,
+                "kind": "invalid",
+                "reason": letter.reason,
+            }
+    if readings:
+        outcomes = router.submit([reading for _, reading in readings])
+        for (index, reading), outcome in zip(readings, outcomes, strict=True):
+            status: dict[str, Any] = {
+                "index": index,
+                "status": outcome.route,
+                "ingest_id": reading.ingest_id,
+            }
+            if outcome.route == "dlq":
+                status.update({"sink": outcome.sink, "kind": "overload", "reason": outcome.reason})
+            statuses[index] = status
+    result.results = [statuses[index] for index in sorted(statuses)]
+    return result
+
+
+class IngestGateway:
+    """The HTTP server of the ingest gateway, bound to ``settings.host``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: IngestConfig | None = None,
+        router: IngestRouter | None = None,
+        port: int | None = None,
+    ):
+        self.settings = settings
+        self.config = config or IngestConfig()
+        self.router = router or IngestRouter(settings, self.config)
+        self.tokens = DeviceTokens(settings)
+        port = self.config.http_port if port is None else port
+        self.server = ThreadingHTTPServer((settings.host, port), _handler_class(self))
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> str:
+        """Start the router and serve in a background thread; return the base URL."""
+        self.router.start()
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="ingest-http", daemon=True
+        )
+        self._thread.start()
+        logger.info("ingest gateway listening on %s", self.url)
+        return self.url
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.router.close()
+        logger.info("ingest gateway on %s stopped", self.url)
+
+
+def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "saodf-ingest"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            logger.debug("%s %s", self.address_string(), format % args)
+
+        def _send(self, status: int, payload: Any, content_type="application/json", headers=None):
+            body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _reject(self, status: HTTPStatus, message: str, headers=None, close=False) -> None:
+            gateway.router.metrics.count_request("http", int(status))
+            if close:
+                self.close_connection = True
+                headers = {**(headers or {}), "Connection": "close"}
+            self._send(int(status), {"error": message}, headers=headers)
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if self.path == "/health":
+                self._send(200, {"status": "ok", "brokers": gateway.router.health()})
+            elif self.path == "/metrics":
+                text = gateway.router.render_metrics().encode("utf-8")
+                self._send(200, text, content_type="text/plain; version=0.0.4")
+            else:
+                self._reject(HTTPStatus.NOT_FOUND, f"no route {self.path}; use {TELEMETRY_PATH}")
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            if self.path.split("?", 1)[0] != TELEMETRY_PATH:
+                self._reject(HTTPStatus.NOT_FOUND, f"no route {self.path}; use {TELEMETRY_PATH}")
+                return
+            length_text = self.headers.get("Content-Length")
+            if length_text is None or not length_text.isdigit():
+                self._reject(HTTPStatus.LENGTH_REQUIRED, "Content-Length is missing", close=True)
+                return
+            length = int(length_text)
+            if length > gateway.config.max_body_bytes:
+                self._reject(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"body has {length} bytes; the maximum is {gateway.config.max_body_bytes}",
+                    close=True,
+                )
+                return
+            body = self.rfile.read(length)
+            auth = self.headers.get("Authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            device_id = gateway.tokens.authenticate(token)
+            if device_id is None:
+                self._reject(
+                    HTTPStatus.UNAUTHORIZED,
+                    "missing or unknown device token; send Authorization: Bearer <token>",
+                    headers={"WWW-Authenticate": 'Bearer realm="saodf-ingest"'},
+                )
+                return
+            try:
+                result = ingest_payload(
+                    gateway.router, body, device_id, "http", gateway.config.max_batch
+                )
+            except BatchTooLargeError as exc:
+                self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, exc.reason)
+                return
+            except DeadLetterError as exc:
+                logger.error("request from device %s not stored: %s", device_id, exc)
+                self._reject(HTTPStatus.INTERNAL_SERVER_ERROR, f"{exc}; send the request again")
+                return
+            status = HTTPStatus.BAD_REQUEST if result.invalid else HTTPStatus.ACCEPTED
+            gateway.router.metrics.count_request("http", int(status))
+            self._send(int(status), result.to_dict())
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the ingest gateway until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m streaming.ingest_gateway", description="Serve POST /v1/telemetry."
+    )
+    parser.add_argument("--port", type=int, default=None, help="port (default SAODF_INGEST_PORT)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    settings = with_name_overrides(get_settings())
+    config = IngestConfig.from_env()
+    gateway = IngestGateway(settings, config, port=args.port)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        logger.info("received signal %d; stopping the ingest gateway", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    gateway.start()
+    logger.info("ingest config: %s", json.dumps(config.env(), sort_keys=True))
+    stop.wait()
+    gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

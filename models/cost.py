@@ -1,42 +1,96 @@
-"""Estimated cost of training and batch inference, priced as SageMaker instance time.
+"""Estimated cost of training and batch inference, priced from ``models/prices.json``.
 
-Every figure here is an estimate, not a bill. The on-demand prices are approximate
-SageMaker training list prices for us-east-1 in 2024, the source being the AWS page
-https://aws.amazon.com/sagemaker/pricing/. They were not re-checked against the live
-page, and prices vary by region and change over time. Pass ``prices`` where accuracy
-matters.
+Every figure here is an estimate, not a bill. Each price in the file carries its
+source URL and the date it was taken from; none was re-checked against the live AWS
+pages, and prices vary by region and change over time. Pass ``prices`` or another
+prices file where accuracy matters.
 
 A local run is priced as "what the same seconds would cost on ``ml.m5.xlarge``",
 because local CPU time has no AWS price. The Spot saving is an assumed fraction of
-the on-demand price (0.7 by default). Real savings depend on the Spot market price
-and on interruptions.
+the on-demand price (0.7 by default, from the prices file). Real savings depend on
+the Spot market price and on interruptions. On AWS, :func:`billable_seconds` reads
+the seconds SageMaker really billed from DescribeTrainingJob.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from models.errors import ModelInputError
 
 logger = logging.getLogger(__name__)
 
-# USD per instance hour, on-demand SageMaker training, us-east-1, 2024 list prices (estimate).
-ON_DEMAND_USD_PER_HOUR: dict[str, float] = {
-    "ml.m5.large": 0.115,
-    "ml.m5.xlarge": 0.23,
-    "ml.m5.2xlarge": 0.461,
-    "ml.m5.4xlarge": 0.922,
-    "ml.c5.xlarge": 0.204,
-    "ml.c5.2xlarge": 0.408,
-    "ml.g4dn.xlarge": 0.736,
-    "ml.p3.2xlarge": 3.825,
-}
-PRICE_SOURCE = "aws.amazon.com/sagemaker/pricing, us-east-1 on-demand training, 2024 (estimate)"
+PRICES_FILE = Path(__file__).with_name("prices.json")
+
+
+@lru_cache(maxsize=8)
+def _load_prices_cached(path: str) -> dict[str, dict[str, Any]]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelInputError(f"prices file {path} not found; pass an existing file") from None
+    except json.JSONDecodeError as exc:
+        raise ModelInputError(f"prices file {path} is not valid JSON: {exc}") from None
+    entries = {}
+    for index, entry in enumerate(document.get("prices", [])):
+        missing = [k for k in ("id", "usd", "unit", "source_url", "as_of") if k not in entry]
+        if missing:
+            raise ModelInputError(
+                f"prices file {path} entry {index} lacks {missing}; every price needs id, usd, "
+                "unit, source_url and as_of"
+            )
+        if not isinstance(entry["usd"], (int, float)) or entry["usd"] < 0:
+            raise ModelInputError(
+                f"prices file {path} entry {entry['id']!r} has usd={entry['usd']!r}; "
+                "use a number >= 0"
+            )
+        entries[entry["id"]] = entry
+    return entries
+
+
+def load_prices(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
+    """Read a prices file and return its entries by id.
+
+    Raises:
+        ModelInputError: the file is missing or malformed, or an entry lacks its
+            source URL or date.
+    """
+    return dict(_load_prices_cached(str(path or PRICES_FILE)))
+
+
+def price(price_id: str, prices: Mapping[str, Mapping[str, Any]] | None = None) -> float:
+    """Return the USD value of ``price_id`` from ``prices`` (default: the bundled file)."""
+    table = load_prices() if prices is None else prices
+    if price_id not in table:
+        raise ModelInputError(
+            f"price {price_id!r} is not in the prices file; add it or use one of "
+            f"{sorted(table)[:8]}..."
+        )
+    return float(table[price_id]["usd"])
+
+
+def _instance_prices(kind: str) -> dict[str, float]:
+    prefix = f"sagemaker.{kind}."
+    return {
+        key[len(prefix) :]: float(entry["usd"])
+        for key, entry in load_prices().items()
+        if key.startswith(prefix)
+    }
+
+
+# USD per instance hour of on-demand SageMaker training, from the prices file.
+ON_DEMAND_USD_PER_HOUR: dict[str, float] = _instance_prices("training")
+PRICE_SOURCE = "models/prices.json (aws.amazon.com/sagemaker/pricing, us-east-1, 2024-06-01)"
 LOCAL_REFERENCE_INSTANCE = "ml.m5.xlarge"
 # Assumption, not a measurement: the fraction of the on-demand price that Spot saves.
-DEFAULT_SPOT_SAVINGS = 0.7
+DEFAULT_SPOT_SAVINGS = price("sagemaker.spot_savings")
 
 
 def estimate_training_cost(
@@ -95,7 +149,82 @@ def estimate_batch_inference_cost(
 
     SageMaker's CreateTransformJob has no Spot option, so no Spot saving applies.
     """
-    return estimate_training_cost(seconds, instance_type, spot=False, instance_count=instance_count)
+    return estimate_training_cost(
+        seconds,
+        instance_type,
+        spot=False,
+        instance_count=instance_count,
+        prices=_instance_prices("transform"),
+    )
+
+
+def cost_per_1000_forecasts(job_cost_usd: float, forecasts: int) -> float:
+    """Return the USD cost of 1,000 forecasts when a job of ``job_cost_usd`` made ``forecasts``.
+
+    Raises:
+        ModelInputError: ``forecasts`` is below 1.
+    """
+    if forecasts < 1:
+        raise ModelInputError(f"forecasts={forecasts} is invalid; a job makes at least 1")
+    return job_cost_usd / forecasts * 1000.0
+
+
+def billable_seconds(description: Mapping[str, Any]) -> tuple[float, str]:
+    """Return the billed seconds of a DescribeTrainingJob response and where they came from.
+
+    ``BillableTimeInSeconds`` is what SageMaker bills; for managed Spot it is already
+    reduced by the Spot saving, so it is priced at the on-demand rate. Without it
+    (moto, or a job still running) the seconds are ``TrainingEndTime -
+    TrainingStartTime`` times the instance count, as Airflow's SageMaker hook counts them.
+
+    Returns:
+        The seconds and ``"BillableTimeInSeconds"`` or ``"start_end_times"``.
+
+    Raises:
+        ModelInputError: the response has neither field.
+    """
+    if description.get("BillableTimeInSeconds") is not None:
+        return float(description["BillableTimeInSeconds"]), "BillableTimeInSeconds"
+    start = description.get("TrainingStartTime")
+    end = description.get("TrainingEndTime")
+    if start is None or end is None:
+        raise ModelInputError(
+            f"training job {description.get('TrainingJobName')!r} has no billable time yet; "
+            "read it after the job has finished"
+        )
+    if isinstance(start, str):
+        start, end = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    count = int((description.get("ResourceConfig") or {}).get("InstanceCount", 1))
+    return max(0.0, (end - start).total_seconds()) * count, "start_end_times"
+
+
+def training_job_cost_from_description(
+    description: Mapping[str, Any], prices: Mapping[str, float] | None = None
+) -> dict:
+    """Price a finished training job from its DescribeTrainingJob response.
+
+    Returns:
+        The estimate of :func:`estimate_training_cost` for the billed seconds at the
+        on-demand rate, plus ``billable_source``, ``training_job_name``, ``spot`` (from
+        ``EnableManagedSpotTraining``) and ``spot_savings_measured`` (1 minus billed over
+        training seconds, when SageMaker reports both; NaN otherwise).
+    """
+    seconds, source = billable_seconds(description)
+    resource = description.get("ResourceConfig") or {}
+    instance_type = resource.get("InstanceType", LOCAL_REFERENCE_INSTANCE)
+    # Billed seconds of a Spot job already contain the saving: price them on demand.
+    estimate = estimate_training_cost(seconds, instance_type, spot=False, prices=prices)
+    training_seconds = description.get("TrainingTimeInSeconds")
+    measured = float("nan")
+    if source == "BillableTimeInSeconds" and training_seconds:
+        measured = 1.0 - seconds / float(training_seconds)
+    estimate.update(
+        billable_source=source,
+        training_job_name=description.get("TrainingJobName"),
+        spot=bool(description.get("EnableManagedSpotTraining", False)),
+        spot_savings_measured=measured,
+    )
+    return estimate
 
 
 def log_cost_summary(

@@ -81,12 +81,18 @@ class AuditLog:
             return self._prev
 
 
-def verify_audit_log(path: Path) -> int:
+def verify_audit_log(path: Path, expected_last_hash: str | None = None) -> int:
     """Check the hash chain of an audit log and return its number of records.
+
+    Args:
+        path: the JSON Lines log.
+        expected_last_hash: the hash that :meth:`AuditLog.append` returned for the last
+            record, kept outside the log. With it, edits of the last line and a truncated
+            tail are detected too.
 
     Raises:
         AuditChainError: naming the first line whose ``prev`` does not match, or that is not
-            a JSON object.
+            a JSON object, or saying that the last record is not the expected one.
     """
     expected = GENESIS_HASH
     count = 0
@@ -106,4 +112,9 @@ def verify_audit_log(path: Path) -> int:
                 )
             expected = line_hash(line)
             count += 1
+    if expected_last_hash is not None and expected != expected_last_hash:
+        raise AuditChainError(
+            f"{path} ends at record {count} with hash {expected}, not the expected "
+            f"{expected_last_hash}; its tail was truncated or its last line edited"
+        )
     return count

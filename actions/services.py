@@ -9,10 +9,12 @@ encryption expects.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from saodf.config import Settings
+from saodf.errors import ServiceError
 from saodf.stack.process import ServiceSpec
 from saodf.stack.services import python_service_spec
 
@@ -82,3 +84,54 @@ def write_config(path: Path, lines: list[str]) -> Path:
         handle.write("\n".join(lines) + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+def _cache_answers(settings: Settings) -> bool:
+    import redis
+
+    from actions.cache import redis_client
+
+    try:
+        return bool(redis_client(settings, timeout=1.0).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def cache_redis_spec(
+    settings: Settings,
+    name: str = "redis",
+    maxmemory: str | None = None,
+    tls: RedisServerTLS | None = None,
+) -> ServiceSpec:
+    """Return the spec of a redis-server for the forecast cache, optionally with TLS only.
+
+    The config goes to ``SAODF_HOME/<name>/redis.conf``. The health check connects as the
+    actions do (:func:`actions.cache.redis_client`), so with ``tls`` set, ``settings``
+    must carry ``redis_tls`` and the CA file that verifies the server certificate.
+
+    Raises:
+        ServiceError: redis-server is not on PATH.
+    """
+    from saodf.secrets import redis_password
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise ServiceError(
+            "redis-server not found on PATH; install it with `apt-get install redis-server`"
+        )
+    redis_dir = settings.home / name
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    lines = redis_config_lines(settings, redis_password(settings), redis_dir, maxmemory, tls)
+    conf = write_config(redis_dir / "redis.conf", lines)
+    return ServiceSpec(
+        name=name,
+        argv=[server, str(conf)],
+        run_dir=settings.run_dir,
+        log_dir=settings.log_dir,
+        port=settings.redis_port,
+        host=settings.host,
+        cwd=settings.home,
+        health=lambda: _cache_answers(settings),
+        start_timeout=20,
+        port_env_var="SAODF_REDIS_PORT",
+    )

@@ -62,3 +62,54 @@ def test_non_json_line_detected(tmp_path):
         handle.write("not json\n")
     with pytest.raises(AuditChainError, match="line 3 is not JSON"):
         verify_audit_log(path)
+
+
+def test_reordered_lines_detected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    _write(path, 4)
+    lines = path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditChainError, match="line 2 does not carry the hash of line 1"):
+        verify_audit_log(path)
+
+
+def test_forged_prev_detected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    _write(path, 3)
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["prev"] = "f" * 64
+    lines[1] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditChainError, match="line 2 does not carry"):
+        verify_audit_log(path)
+
+
+def test_truncated_tail_detected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    for index in range(3):
+        head = log.append("invoke", activation_id=f"a{index}")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    assert verify_audit_log(path) == 2
+    with pytest.raises(AuditChainError, match="tail was truncated or its last line edited"):
+        verify_audit_log(path, expected_last_hash=head)
+
+
+def test_edited_last_line_detected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append("invoke", activation_id="a0")
+    head = log.append("reject", http_status=401)
+    path.write_text(path.read_text().replace('"http_status":401', '"http_status":200'))
+    with pytest.raises(AuditChainError, match="not the expected"):
+        verify_audit_log(path, expected_last_hash=head)
+
+
+def test_expected_head_accepted(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    head = log.append("invoke", activation_id="a0")
+    assert verify_audit_log(path, expected_last_hash=head) == 1

@@ -130,3 +130,37 @@ def test_main_missing_input(cache):
 def test_main_bad_threshold(cache):
     reply = detect_anomaly.main({"reading": {}, "threshold": -1})
     assert reply["error"] == "threshold=-1.0 must be positive"
+
+
+def test_namespaces_keep_separate_state(cache):
+    device_id = _device()
+    detect(_readings(device_id, _normal(40)), cache, PARAMS, namespace="tenant-a")
+    spike = {"device_id": device_id, "timestamp": "2025-04-21T00:00:00Z", "temperature": 105.0}
+    (in_a,) = detect([spike], cache, PARAMS, namespace="tenant-a")
+    (in_b,) = detect([spike], cache, PARAMS, namespace="tenant-b")
+    assert in_a["anomalous"] is True
+    assert in_b["anomalous"] is False
+
+
+def test_state_key_namespaced_format():
+    assert detect_anomaly.state_key("d1", "temperature", "ns") == "saodf:anomaly@ns:d1:temperature"
+    assert detect_anomaly.state_key("d1", "temperature") == "saodf:anomaly:d1:temperature"
+
+
+def test_main_uses_ow_namespace(cache, monkeypatch):
+    device_id = _device()
+    monkeypatch.setenv("__OW_NAMESPACE", "tenant-c")
+    detect_anomaly.main({"readings": _readings(device_id, _normal(3))})
+    assert cache.client.exists(detect_anomaly.state_key(device_id, "temperature", "tenant-c"))
+
+
+def test_in_process_matches_redis(cache):
+    from actions.fallback import EwmaState
+
+    values = [*_normal(40), 105.0, 50.0, 49.0]
+    readings = _readings(_device(), values)
+    in_redis = detect(readings, cache, PARAMS)
+    in_process = detect_anomaly.detect_in_process(readings, EwmaState(), PARAMS)
+    assert [r["z_scores"] for r in in_process] == [r["z_scores"] for r in in_redis]
+    assert [r["anomalous"] for r in in_process] == [r["anomalous"] for r in in_redis]
+    assert all(r["degraded"] for r in in_process)

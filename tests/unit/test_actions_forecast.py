@@ -115,3 +115,64 @@ def test_miss_uses_champion_and_caches(cache, tmp_path, monkeypatch):
     assert requests == [("saodf-forecaster-5min", "champion"), ([7.0], "5min", 3)]
     assert cache.pointer(device_id).model_version == "2"
     assert forecast_action.main({"device_id": device_id})["cache"] == "hit"
+
+
+def _stub_serving(monkeypatch, loads: list, versions: list[str] | None = None):
+    import models.serving
+
+    versions = versions or ["2"]
+
+    def load(tracking_uri, name, alias):
+        loads.append((name, alias))
+        return StubModel(version=versions[min(len(loads), len(versions)) - 1])
+
+    monkeypatch.setattr(models.serving, "load_model_version", load)
+    monkeypatch.setattr(models.serving, "forecast_record", lambda m, r, f, h: FORECAST)
+
+
+def _expired_device(cache, tmp_path) -> str:
+    context = tmp_path / "data.jsonl"
+    context.write_text('{"start": "2025-04-20 00:00:00", "target": [1.0]}\n' * 2)
+    device_id = _device()
+    pointer = _pointer(device_id, context.as_uri())
+    cache.put(pointer, FORECAST)
+    cache.client.delete(pointer.forecast_key)
+    return device_id
+
+
+def test_champion_loaded_once(cache, tmp_path, monkeypatch):
+    loads = []
+    _stub_serving(monkeypatch, loads)
+    first = forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+    second = forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+    assert first["cache"] == "miss"
+    assert second["cache"] == "miss"
+    assert loads == [("saodf-forecaster-5min", "champion")]
+
+
+def test_champion_alias_resolved_again(cache, tmp_path, monkeypatch):
+    loads = []
+    _stub_serving(monkeypatch, loads, versions=["2", "3"])
+    monkeypatch.setattr(forecast_action.CHAMPIONS, "refresh_seconds", 0.0)
+    forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+    reply = forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+    assert len(loads) == 2
+    assert reply["model_version"] == "3"
+
+
+def test_champion_kept_when_registry_down(cache, tmp_path, monkeypatch):
+    import models.serving
+    from models.errors import RegistryError
+
+    loads = []
+    _stub_serving(monkeypatch, loads)
+    monkeypatch.setattr(forecast_action.CHAMPIONS, "refresh_seconds", 0.0)
+    forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+
+    def unreachable(tracking_uri, name, alias):
+        raise RegistryError("registry unreachable")
+
+    monkeypatch.setattr(models.serving, "load_model_version", unreachable)
+    reply = forecast_action.main({"device_id": _expired_device(cache, tmp_path)})
+    assert reply["cache"] == "miss"
+    assert reply["model_version"] == "2"

@@ -119,3 +119,122 @@ def test_module_action(runtime):
         {"value": {"name": "detect", "main": "main", "module": "actions.detect_anomaly"}},
     )
     assert status == 200
+
+
+IDENTITY = "def main(args):\n    return args\n"
+
+
+def test_identity_returns_input(runtime):
+    _init(runtime, IDENTITY)
+    value = {"n": 1, "f": 2.5, "nested": {"list": [1, None, True]}, "empty": {}}
+    assert _post(runtime, "/run", {"value": value}) == (200, value)
+
+
+def test_unicode_round_trip(runtime):
+    _init(runtime, IDENTITY)
+    value = {"température": "23,7 °C", "名前": "温度センサー", "emoji": "🌡️", "rtl": "שלום"}
+    assert _post(runtime, "/run", {"value": value}) == (200, value)
+
+
+def test_unicode_output_before_marker(runtime, capsys):
+    _init(runtime, "def main(args):\n    print('mesure', args['v'])\n    return {}\n")
+    _post(runtime, "/run", {"value": {"v": "23,7 °C 🌡"}})
+    assert capsys.readouterr().out.endswith(f"mesure 23,7 °C 🌡\n{END_MARKER}\n")
+
+
+def test_large_payload_round_trip(runtime):
+    _init(
+        runtime,
+        "def main(args):\n    return {'size': len(args['blob']), 'tail': args['blob'][-3:]}\n",
+    )
+    blob = "x" * (8 * 1024 * 1024 - 3) + "end"
+    assert _post(runtime, "/run", {"value": {"blob": blob}}) == (
+        200,
+        {"size": 8 * 1024 * 1024, "tail": "end"},
+    )
+
+
+def test_large_result_round_trip(runtime):
+    _init(runtime, "def main(args):\n    return {'values': list(range(args['n']))}\n")
+    status, body = _post(runtime, "/run", {"value": {"n": 200_000}})
+    assert status == 200
+    assert body["values"][-1] == 199_999
+
+
+def test_payload_over_limit_rejected(runtime):
+    from actions.runtime import MAX_BODY_BYTES
+
+    _init(runtime, IDENTITY)
+    connection = http.client.HTTPConnection("127.0.0.1", runtime, timeout=10)
+    try:
+        connection.putrequest("POST", "/run")
+        connection.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+    finally:
+        connection.close()
+
+
+def test_custom_entry_point(runtime):
+    code = "def main(args):\n    return {'via': 'main'}\n\ndef handler(args):\n    return {'via': 'handler'}\n"
+    assert _init(runtime, code, main="handler")[0] == 200
+    assert _post(runtime, "/run", {"value": {}}) == (200, {"via": "handler"})
+
+
+def test_custom_entry_point_missing(runtime):
+    status, body = _init(runtime, IDENTITY, main="handler")
+    assert status == 502
+    assert "no function 'handler'" in body["error"]
+
+
+def test_second_init_keeps_first_action(runtime):
+    _init(runtime, "def main(args):\n    return {'version': 1}\n")
+    status, _ = _init(runtime, "def main(args):\n    return {'version': 2}\n")
+    assert status == 403
+    assert _post(runtime, "/run", {"value": {}}) == (200, {"version": 1})
+
+
+@pytest.mark.parametrize(
+    ("result", "type_name"),
+    [("'text'", "str"), ("None", "NoneType"), ("42", "int"), ("[{'a': 1}]", "list")],
+)
+def test_non_object_result_rejected(runtime, result, type_name):
+    _init(runtime, f"def main(args):\n    return {result}\n")
+    status, body = _post(runtime, "/run", {"value": {}})
+    assert status == 502
+    assert body["error"] == f"The action did not return a dictionary but a {type_name}."
+
+
+def test_unserializable_result_rejected(runtime):
+    _init(runtime, "def main(args):\n    return {'when': object()}\n")
+    status, body = _post(runtime, "/run", {"value": {}})
+    assert status == 502
+    assert body["error"].startswith("The action result is not JSON")
+
+
+def test_non_object_value_rejected(runtime):
+    _init(runtime, IDENTITY)
+    status, body = _post(runtime, "/run", {"value": [1, 2]})
+    assert status == 400
+    assert body["error"] == "/run value is a list; send a JSON object"
+
+
+def test_ow_environment_set(runtime):
+    code = "import os\n\ndef main(args):\n    return {k: v for k, v in os.environ.items() if k.startswith('__OW_')}\n"
+    _init(runtime, code)
+    body = {
+        "value": {},
+        "activation_id": "a1",
+        "namespace": "tenant",
+        "action_name": "/tenant/env",
+        "api_host": "http://127.0.0.1:1",
+        "api_key": "u:k",
+        "deadline": "123",
+    }
+    status, result = _post(runtime, "/run", body)
+    assert status == 200
+    assert result["__OW_NAMESPACE"] == "tenant"
+    assert result["__OW_ACTION_NAME"] == "/tenant/env"
+    assert result["__OW_DEADLINE"] == "123"
+    assert result["__OW_API_KEY"] == "u:k"

@@ -147,10 +147,16 @@ with DAG(
     with TaskGroup("model", tooltip="DeepAR vs baseline in MLflow, then batch transform"):
 
         @task(pool=HEAVY_POOL, execution_timeout=timedelta(minutes=30))
-        def train(scope: dict) -> dict:
+        def train(scope: dict, **context) -> dict:
+            """Train per frequency group; the task's "MLflow run" link opens the first group's run."""
             from saodf import pipeline
+            from saodf_airflow.links import MLFLOW_URL_XCOM_KEY
 
-            return pipeline.train(scope)
+            result = pipeline.train(scope)
+            if result["mlflow_urls"]:
+                first = sorted(result["mlflow_urls"])[0]
+                context["ti"].xcom_push(key=MLFLOW_URL_XCOM_KEY, value=result["mlflow_urls"][first])
+            return result
 
         @task(pool=HEAVY_POOL)
         def batch_transform(scope: dict, trained: dict) -> dict:
@@ -195,7 +201,15 @@ with DAG(
         for stage, task_id in stage_tasks.items():
             result = ti.xcom_pull(task_ids=task_id) or {}
             seconds[stage] = float(result.get("seconds", 0.0))
-        return pipeline.report_cost(scope, seconds)
+        summary = pipeline.report_cost(scope, seconds)
+        if summary.get("run_id"):
+            from saodf_airflow.links import MLFLOW_URL_XCOM_KEY
+
+            url = pipeline.mlflow_run_url(
+                pipeline.get_settings().mlflow_tracking_uri, summary["run_id"]
+            )
+            ti.xcom_push(key=MLFLOW_URL_XCOM_KEY, value=url)
+        return summary
 
     cached = populate_cache(scope, transformed)
     cleaned = teardown()

@@ -17,13 +17,16 @@ logger = logging.getLogger(__name__)
 class AirflowClient:
     """Authenticate with the generated admin password and call ``/api/v2``."""
 
-    def __init__(self, settings: Settings, username: str = "admin", timeout: float = 10.0):
+    def __init__(
+        self, settings: Settings, username: str = "admin", timeout: float = 30.0, attempts: int = 4
+    ):
         from saodf.secrets import airflow_admin_password
 
         self.base = f"http://{settings.host}:{settings.ports['airflow']}"
         self.username = username
         self._password = airflow_admin_password(settings)
         self.timeout = timeout
+        self.attempts = attempts
         self._token: str | None = None
 
     def _headers(self) -> dict[str, str]:
@@ -42,25 +45,37 @@ class AirflowClient:
         return {"Authorization": f"Bearer {self._token}"}
 
     def get(self, path: str, **params) -> Any:
-        response = requests.get(
-            f"{self.base}/api/v2{path}",
-            headers=self._headers(),
-            params=params,
-            timeout=self.timeout,
-        )
-        if response.status_code == 401:
-            self._token = None
-            response = requests.get(
-                f"{self.base}/api/v2{path}",
-                headers=self._headers(),
-                params=params,
-                timeout=self.timeout,
-            )
-        if response.status_code >= 400:
-            raise ServiceError(
-                f"GET {path} failed with HTTP {response.status_code}: {response.text[:300]}"
-            )
-        return response.json()
+        """GET ``/api/v2{path}``; retry timeouts and refused connections with backoff."""
+        delay = 1.0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = requests.get(
+                    f"{self.base}/api/v2{path}",
+                    headers=self._headers(),
+                    params=params,
+                    timeout=self.timeout,
+                )
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt == self.attempts:
+                    raise ServiceError(
+                        f"GET {path} failed after {attempt} attempts: {exc}; is the Airflow "
+                        f"api-server at {self.base} up (`saodf stack status`)?"
+                    ) from exc
+                logger.warning(
+                    "GET %s attempt %d failed (%s); retrying in %.0f s", path, attempt, exc, delay
+                )
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if response.status_code == 401 and attempt < self.attempts:
+                self._token = None
+                continue
+            if response.status_code >= 400:
+                raise ServiceError(
+                    f"GET {path} failed with HTTP {response.status_code}: {response.text[:300]}"
+                )
+            return response.json()
+        raise ServiceError(f"GET {path} failed: no attempt left")
 
     def import_errors(self) -> list[dict]:
         return self.get("/importErrors").get("import_errors", [])

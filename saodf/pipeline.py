@@ -286,7 +286,20 @@ def train(
         experiment=settings.mlflow_experiment,
         model_prefix=settings.registered_model_prefix,
     )
-    return {"groups": results, "seconds": time.monotonic() - started}
+    urls_by_group = {}
+    for group, info in results.items():
+        run_id = info.get("parent_run_id")
+        if run_id:
+            urls_by_group[group] = mlflow_run_url(settings.mlflow_tracking_uri, run_id)
+    return {"groups": results, "mlflow_urls": urls_by_group, "seconds": time.monotonic() - started}
+
+
+def mlflow_run_url(tracking_uri: str, run_id: str) -> str:
+    """Return the MLflow UI address of ``run_id``."""
+    from models.registry import client_for
+
+    experiment_id = client_for(tracking_uri).get_run(run_id).info.experiment_id
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def batch_transform(

@@ -84,6 +84,7 @@ class IngestConfig:
             max_attempts=_integer("SAODF_INGEST_MAX_ATTEMPTS", 5),
             backoff_base_s=_number("SAODF_INGEST_BACKOFF_BASE_S", 0.05),
             backoff_max_s=_number("SAODF_INGEST_BACKOFF_MAX_S", 2.0),
+            tie_margin=_number("SAODF_INGEST_TIE_MARGIN", 0.05),
         )
         return cls(
             http_port=_integer("SAODF_INGEST_PORT", DEFAULT_INGEST_PORT, minimum=1),
@@ -111,6 +112,7 @@ class IngestConfig:
             "SAODF_INGEST_MAX_ATTEMPTS": str(policy.max_attempts),
             "SAODF_INGEST_BACKOFF_BASE_S": str(policy.backoff_base_s),
             "SAODF_INGEST_BACKOFF_MAX_S": str(policy.backoff_max_s),
+            "SAODF_INGEST_TIE_MARGIN": str(policy.tie_margin),
             "SAODF_INGEST_KAFKA_CAPACITY_RATE": str(self.kafka_capacity_rate),
             "SAODF_INGEST_KAFKA_CAPACITY_DEPTH": str(self.kafka_capacity_depth),
             "SAODF_INGEST_SQS_CAPACITY_RATE": str(self.sqs_capacity_rate),

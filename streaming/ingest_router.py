@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 INGEST_ID_HEADER = "saodf-ingest-id"
 SOURCE_HEADER = "saodf-source"
 SPOOL_FILE = "ingest-dlq.jsonl"
+QUEUES_PENDING = "SQS queues not created yet"
 # Extra seconds past message.timeout.ms to wait for delivery reports before giving up.
 DELIVERY_REPORT_GRACE_S = 5.0
 
@@ -136,7 +137,7 @@ class IngestRouter:
         self.sqs_meter = BrokerMeter(
             "sqs", self.config.sqs_capacity_rate, self.config.sqs_capacity_depth
         )
-        self.sqs_meter.mark_unreachable("queues not created yet")
+        self.sqs_meter.mark_unreachable(QUEUES_PENDING)
         self.queues: QueueUrls | None = None
         self._producer: Producer | None = None
         self._sqs = None
@@ -207,7 +208,9 @@ class IngestRouter:
                 visibility_timeout_s=self.config.sqs_visibility_timeout_s,
             )
         except SqsError as exc:
-            logger.warning("SQS unavailable, routing to Kafka only: %s", exc)
+            # The probe retries every interval: log only the first failure of an outage.
+            if self.sqs_meter.reachable or self.sqs_meter.unreachable_reason == QUEUES_PENDING:
+                logger.warning("SQS unavailable, routing to Kafka only: %s", exc)
             self.sqs_meter.mark_unreachable(str(exc))
             return False
         self.sqs_meter.mark_reachable()

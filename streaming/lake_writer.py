@@ -41,6 +41,7 @@ from saodf.lake import RAW_SCHEMA, raw_file_name, raw_partition_url, write_parqu
 from saodf.log import configure_logging
 from saodf.telemetry import decode_message, metric_names, parse_timestamp
 from streaming.dlq import send_to_dlq
+from streaming.ingest_config import with_name_overrides
 from streaming.kafka import (
     DeliveryTracker,
     consumer_config,
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
-    settings = get_settings()
+    settings = with_name_overrides(get_settings())
     overrides = {
         name: value
         for name, value in (

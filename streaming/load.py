@@ -4,8 +4,9 @@ The arrival rate counts the messages routed to the broker over the last
 ``rate_window_s`` seconds. The queue depth comes from the broker's own figure (the
 producer's queue for Kafka, the queue attributes for SQS). The latency is an
 exponentially weighted mean of send, acknowledgement and probe times. It is raised to
-the age of the oldest unanswered send, so a broker that stops answering becomes
-unavailable before any send times out.
+the latest sample, so one slow answer counts at once while recovery waits for the mean
+to fall. It is also raised to the age of the oldest unanswered send, so a broker that
+stops answering becomes unavailable before any send times out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BrokerMeter:
         self._lock = threading.Lock()
         self._arrivals: deque[tuple[float, int]] = deque()
         self._latency: float | None = None
+        self._last_latency = 0.0
         self._depth = 0
         self._inflight: dict[int, float] = {}
         self._ids = itertools.count()
@@ -54,6 +56,7 @@ class BrokerMeter:
 
     def observe_latency(self, seconds: float) -> None:
         with self._lock:
+            self._last_latency = seconds
             if self._latency is None:
                 self._latency = seconds
             else:
@@ -104,7 +107,7 @@ class BrokerMeter:
             return self._latency_locked(self._clock())
 
     def _latency_locked(self, now: float) -> float:
-        latency = self._latency or 0.0
+        latency = max(self._latency or 0.0, self._last_latency)
         if self._inflight:
             latency = max(latency, now - min(self._inflight.values()))
         return latency

@@ -3,11 +3,12 @@
 Each broker gets a load score in [0, 1] from its arrival rate, queue depth and
 processing latency, each measured against the broker's capacity. A broker whose latency
 exceeds ``t_max`` is unavailable. Kafka takes a message when it is available and no more
-loaded than SQS, and otherwise SQS takes it. When neither can, the caller backs off and
-retries a bounded number of times, then sends the message to the dead-letter queue.
+loaded than SQS (within ``tie_margin``), and otherwise SQS takes it. When neither can,
+the caller backs off and retries a bounded number of times, then sends the message to
+the dead-letter queue.
 
-NOTE: only the decision is implemented here. No gateway sends through it yet, and the
-load figures must come from the caller's own measurements.
+:class:`streaming.ingest_router.IngestRouter` measures the brokers and sends through
+this decision.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class RoutingPolicy:
 
     ``weights`` apply to the rate, depth and latency terms of the load score.
     ``saturation`` is the score at or above which a broker takes no more messages.
+    ``tie_margin`` is how much lower than Kafka's the SQS score must be to take traffic.
+    Scores that close count as equal load, so measurement noise does not move traffic
+    back and forth.
     """
 
     # NOTE: these defaults are starting points, not values measured on any deployment.
@@ -66,12 +70,15 @@ class RoutingPolicy:
     weights: tuple[float, float, float] = (0.4, 0.3, 0.3)
     backoff_base_s: float = 0.05
     backoff_max_s: float = 2.0
+    tie_margin: float = 0.05
 
     def __post_init__(self) -> None:
         if self.t_max_s <= 0:
             raise ConfigError(f"t_max_s={self.t_max_s} is invalid; use seconds > 0")
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ConfigError(f"weights={self.weights} are invalid; use non-negative numbers")
+        if not 0 <= self.tie_margin < 1:
+            raise ConfigError(f"tie_margin={self.tie_margin} is invalid; use 0 <= margin < 1")
         if self.max_attempts < 0:
             raise ConfigError(f"max_attempts={self.max_attempts} is invalid; use 0 or more")
 
@@ -115,7 +122,9 @@ def choose_route(
 
     kafka_score = score_if_open(kafka)
     sqs_score = score_if_open(sqs)
-    if kafka_score is not None and (sqs_score is None or kafka_score <= sqs_score):
+    if kafka_score is not None and (
+        sqs_score is None or kafka_score <= sqs_score + policy.tie_margin
+    ):
         return Route.KAFKA
     if sqs_score is not None:
         return Route.SQS

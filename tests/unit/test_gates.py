@@ -67,7 +67,7 @@ def _quarantined(tmp_path: Path, suite: str, batch_id: str) -> Path:
 
 
 def test_suites_available():
-    assert available_suites() == ["prepared_series", "raw_telemetry"]
+    assert available_suites() == ["deepar_dataset", "prepared_series", "raw_telemetry"]
 
 
 def test_suite_patterns_match_contract():
@@ -87,7 +87,9 @@ def test_suite_columns_match_schema():
 
 
 def test_suite_unknown_raises():
-    with pytest.raises(ConfigError, match="suite 'gold' not found .* available suites: prepared"):
+    with pytest.raises(
+        ConfigError, match="suite 'gold' not found .* available suites: deepar_dataset, prepared"
+    ):
         load_suite_definition("gold")
 
 
@@ -101,7 +103,9 @@ def test_suite_files_are_json():
 
 
 def test_raw_good_batch_passes(tmp_path):
-    result = gate(_raw_batch(), "raw_telemetry", "run-good", str(tmp_path / "quarantine"))
+    result = gate(
+        _raw_batch(), "raw_telemetry", "run-good", str(tmp_path / "quarantine"), build_docs=False
+    )
     assert result.success
     assert result.failures == []
     assert result.statistics["rows"] == 20
@@ -114,7 +118,7 @@ def test_raw_null_device_fails(tmp_path):
     with pytest.raises(
         ValidationFailedError, match="expect_column_values_to_not_be_null\\(device_id\\)"
     ):
-        gate(batch, "raw_telemetry", "run-null", str(tmp_path / "quarantine"))
+        gate(batch, "raw_telemetry", "run-null", str(tmp_path / "quarantine"), build_docs=False)
     folder = _quarantined(tmp_path, "raw_telemetry", "run-null")
     assert (folder / "batch.parquet").is_file()
     assert len(pd.read_parquet(folder / "batch.parquet")) == 20
@@ -126,7 +130,7 @@ def test_raw_duplicate_offsets_fail(tmp_path):
     batch = _raw_batch()
     batch.loc[5, "kafka_offset"] = 4
     with pytest.raises(ValidationFailedError, match="expect_compound_columns_to_be_unique"):
-        gate(batch, "raw_telemetry", "run-dup", str(tmp_path / "quarantine"))
+        gate(batch, "raw_telemetry", "run-dup", str(tmp_path / "quarantine"), build_docs=False)
     reasons = json.loads(
         (_quarantined(tmp_path, "raw_telemetry", "run-dup") / "reasons.json").read_text()
     )
@@ -150,7 +154,7 @@ def test_raw_epoch_timestamp_fails(tmp_path):
     with pytest.raises(
         ValidationFailedError, match="expect_column_values_to_be_between\\(timestamp\\)"
     ):
-        gate(batch, "raw_telemetry", "run-epoch", str(tmp_path / "quarantine"))
+        gate(batch, "raw_telemetry", "run-epoch", str(tmp_path / "quarantine"), build_docs=False)
 
 
 def test_raw_string_timestamp_fails(tmp_path):
@@ -160,7 +164,7 @@ def test_raw_string_timestamp_fails(tmp_path):
     with pytest.raises(
         ValidationFailedError, match="expect_column_values_to_be_of_type\\(timestamp\\)"
     ):
-        gate(batch, "raw_telemetry", "run-text", str(tmp_path / "quarantine"))
+        gate(batch, "raw_telemetry", "run-text", str(tmp_path / "quarantine"), build_docs=False)
     frame = pd.read_parquet(_quarantined(tmp_path, "raw_telemetry", "run-text") / "batch.parquet")
     assert frame["timestamp"].iloc[1] == "yesterday"
 
@@ -242,7 +246,7 @@ def test_prepared_duplicate_timestamp_fails(tmp_path):
     with pytest.raises(
         ValidationFailedError, match="compound_columns_to_be_unique\\(device_id,timestamp\\)"
     ):
-        gate(batch, "prepared_series", "run-dup", str(tmp_path / "quarantine"))
+        gate(batch, "prepared_series", "run-dup", str(tmp_path / "quarantine"), build_docs=False)
     assert (_quarantined(tmp_path, "prepared_series", "run-dup") / "reasons.json").is_file()
 
 

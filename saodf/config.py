@@ -149,6 +149,10 @@ class Settings:
             kafka_session_timeout_ms=_env_int("SAODF_KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
             history_hours=_env_int("SAODF_HISTORY_HOURS", 168, minimum=1),
             heavy_pool_slots=_env_int("SAODF_HEAVY_POOL_SLOTS", 1, minimum=1),
+            redis_tls=_env_bool("SAODF_REDIS_TLS", False),
+            redis_tls_ca_file=_env_optional("SAODF_REDIS_TLS_CA_FILE"),
+            redis_tls_cert_file=_env_optional("SAODF_REDIS_TLS_CERT_FILE"),
+            redis_tls_key_file=_env_optional("SAODF_REDIS_TLS_KEY_FILE"),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -244,15 +244,24 @@ def redis_tls_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def redis_client(settings: Settings | None = None, timeout: float = 5.0) -> redis.Redis:
+def redis_client(
+    settings: Settings | None = None, timeout: float = 5.0, retries: int = 2
+) -> redis.Redis:
     """Return a client authenticated as the configured ACL user, decoding replies as text.
 
-    ``timeout`` bounds, in seconds, both connecting and each reply.
+    ``timeout`` bounds, in seconds, both connecting and each reply. A failed connection is
+    retried ``retries`` times, 100 ms and then 200 ms apart. redis-py 8 retries 10 times
+    with up to 10 s between attempts by default, which would hold a request for a minute
+    before the Redis-down fallback could answer it.
     """
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     from saodf.secrets import redis_password
 
     settings = settings or get_settings()
     return redis.Redis(
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         host=settings.redis_host,
         port=settings.redis_port,
         username=settings.redis_user,

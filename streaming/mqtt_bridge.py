@@ -64,6 +64,7 @@ class MqttBridge:
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._threads: list[threading.Thread] = []
         self._connected = threading.Event()
+        self._stopping = False
         self.handled = 0
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -104,6 +105,7 @@ class MqttBridge:
         )
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
         for _ in self._threads:
@@ -123,7 +125,8 @@ class MqttBridge:
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self._connected.clear()
-        logger.warning("MQTT bridge disconnected: %s; paho reconnects", reason_code)
+        if not self._stopping:
+            logger.warning("MQTT bridge disconnected: %s; paho reconnects", reason_code)
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         self._queue.put(message)

@@ -79,3 +79,13 @@ def test_load_rejects_zero_capacity():
 def test_policy_rejects_zero_t_max():
     with pytest.raises(ConfigError, match="t_max_s=0"):
         RoutingPolicy(t_max_s=0)
+
+
+def test_route_kafka_within_tie_margin():
+    policy = RoutingPolicy(t_max_s=0.5, tie_margin=0.1)
+    assert choose_route(_load(200), _load(0), policy) is Route.KAFKA
+
+
+def test_policy_rejects_tie_margin_one():
+    with pytest.raises(ConfigError, match="tie_margin=1"):
+        RoutingPolicy(tie_margin=1)

@@ -179,8 +179,14 @@ def _build_suite(suite_name: str):
     )
 
     definition = load_suite_definition(suite_name)
-    suite = ExpectationSuite(name=suite_name, meta=definition.get("meta") or {})
+    meta = dict(definition.get("meta") or {})
+    if isinstance(meta.get("notes"), str):
+        # The Data Docs renderer of GX 1.24 reads suite notes only in this form.
+        meta["notes"] = {"format": "markdown", "content": [meta["notes"]]}
+    suite = ExpectationSuite(name=suite_name, meta=meta)
     for position, entry in enumerate(definition["expectations"]):
+        entry_meta = dict(entry.get("meta") or {})
+        notes = entry_meta.pop("notes", None)
         severity = entry.get("severity", "critical")
         if severity not in SEVERITIES:
             raise ConfigError(
@@ -191,7 +197,8 @@ def _build_suite(suite_name: str):
             configuration = ExpectationConfiguration(
                 type=entry["type"],
                 kwargs=entry.get("kwargs", {}),
-                meta=entry.get("meta"),
+                meta=entry_meta or None,
+                notes=notes,
                 severity=severity,
             )
             suite.add_expectation_configuration(configuration)
@@ -306,6 +313,13 @@ def _run_suite(
         run_id=RunIdentifier(run_name=batch_id),
     )
     context.build_data_docs(site_names=["saodf"])
+    # GX logs rendering errors instead of raising them, which leaves out the page.
+    if not any((docs_dir / "validations").rglob("*.html")):
+        logger.warning(
+            "Data Docs of batch %s in suite %s have no validation page; see the GX errors above",
+            batch_id,
+            suite_name,
+        )
     return outcome
 
 

@@ -68,7 +68,9 @@ class Failure:
 
     def describe(self) -> str:
         """Return a one-line account such as ``expect_x(column): 2 unexpected, e.g. [None]``."""
-        target = self.column or ",".join(self.kwargs.get("column_list", [])) or "table"
+        pair = [self.kwargs[name] for name in ("column_A", "column_B") if name in self.kwargs]
+        columns = self.kwargs.get("column_list") or pair
+        target = self.column or ",".join(columns) or "table"
         if self.kwargs.get("row_condition"):
             target = f"{target} where {_condition_text(self.kwargs['row_condition'])}"
         parts = [f"{self.expectation_type}({target})"]

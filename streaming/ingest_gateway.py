@@ -235,6 +235,14 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
 
         def _reject(self, status: HTTPStatus, message: str, headers=None, close=False) -> None:
             gateway.router.metrics.count_request("http", int(status))
+            logger.info(
+                "rejected %s %s from %s with %d: %s",
+                self.command,
+                self.path,
+                self.client_address[0],
+                int(status),
+                message,
+            )
             if close:
                 self.close_connection = True
                 headers = {**(headers or {}), "Connection": "close"}

@@ -150,7 +150,7 @@ class IngestRouter:
     def start(self) -> None:
         """Create topics and queues when reachable, then the producer and probe threads.
 
-        A broker that does not answer at start is marked unreachable and probed again.
+        A broker that does not respond at start is marked unreachable and probed again.
         """
         if self._producer is not None:
             return
@@ -243,7 +243,7 @@ class IngestRouter:
             self.kafka_meter.end_send(send_id)
             self.kafka_meter.set_depth(len(producer))
             if not self.kafka_meter.reachable:
-                logger.info("Kafka %s answers again", self.settings.kafka_bootstrap)
+                logger.info("Kafka %s responds again", self.settings.kafka_bootstrap)
                 self.kafka_meter.mark_reachable()
 
     def _probe_sqs_loop(self) -> None:
@@ -263,7 +263,7 @@ class IngestRouter:
             self.sqs_meter.end_send(send_id)
             self.sqs_meter.set_depth(depth)
             if not self.sqs_meter.reachable:
-                logger.info("SQS %s answers again", self.settings.aws_endpoint_url)
+                logger.info("SQS %s responds again", self.settings.aws_endpoint_url)
                 self.sqs_meter.mark_reachable()
 
     def _producer_or_fail(self) -> Producer:

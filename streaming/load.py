@@ -4,7 +4,7 @@ The arrival rate counts the messages routed to the broker over the last
 ``rate_window_s`` seconds. The queue depth comes from the broker's own figure (the
 producer's queue for Kafka, the queue attributes for SQS). The latency is an
 exponentially weighted mean of send, acknowledgement and probe times. It is raised to
-the latest sample, so one slow answer counts at once while recovery waits for the mean
+the latest sample, so one slow response counts at once while recovery waits for the mean
 to fall. It is also raised to the age of the oldest unanswered send, so a broker that
 stops answering becomes unavailable before any send times out.
 """

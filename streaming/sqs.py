@@ -73,7 +73,7 @@ def ensure_queues(
     """Create the dead-letter queue and the ingest queue with its redrive policy if missing.
 
     Raises:
-        SqsError: when the endpoint does not answer or rejects the queue attributes.
+        SqsError: when the endpoint does not respond or rejects the queue attributes.
     """
     client = client or sqs_client(settings)
     try:

@@ -6,7 +6,7 @@ acknowledgement and the delete leaves the message in SQS, which delivers it agai
 its visibility timeout. To keep that copy out of Kafka, the drain indexes the ingest ids
 already in the topic and deletes a message whose id it finds without producing it again.
 
-The index holds the ids the drain produced in this run, plus the ids found at start by
+The index contains the ids the drain produced in this run, plus the ids found at start by
 scanning the topic from the checkpoint ``<SAODF_HOME>/run/sqs_drain/<queue>.json``. The
 checkpoint advances, per partition, only past messages whose SQS copy was deleted.
 NOTE: the checkpoint is local, so a drain on another host does not see this host's range;
@@ -15,6 +15,9 @@ run one drain per queue, or a redelivered message may be produced twice.
 Messages that break the telemetry contract go to the Kafka dead-letter topic and are then
 deleted. Messages that Kafka keeps rejecting stay in SQS, and after ``maxReceiveCount``
 receives the queue's redrive policy moves them to the SQS dead-letter queue.
+
+NOTE: moto 5.2 took about 0.25 s per ReceiveMessage on a 2-core test machine, so the
+local drain moves at most about 40 messages per second. Amazon SQS is not measured.
 
 Run it with ``python -m streaming.sqs_drain``; SIGTERM finishes the current batch.
 """

@@ -157,7 +157,7 @@ class DeviceTokens:
         if not token:
             return None
         digest = _digest(token)
-        # A dict lookup by digest is safe from timing attacks: the digest of a guess tells
+        # A dict lookup by digest is safe from timing attacks: the digest of a guess reveals
         # nothing about a stored token.
         with self._lock:
             self._refresh()

@@ -127,7 +127,7 @@ def _wait_for_lake(settings: Settings, expected: int, timeout: float = WAIT_S) -
 
 
 def _check_lake(settings: Settings, sent: dict[tuple[str, str], dict], dlq: int = 0) -> None:
-    """Assert that the lake holds exactly ``sent``, with the content sent, and print counts."""
+    """Assert that the lake contains exactly ``sent``, with the content sent, and print counts."""
     lake, duplicates = _lake_counts(settings)
     print(
         f"counts: sent={len(sent) + dlq} in_lake={len(lake)} duplicates={duplicates} in_dlq={dlq}"
@@ -422,7 +422,7 @@ def test_fuzzed_malformed_all_dead_lettered(fuzz_gateway):
 
 
 class DelayProxy:
-    """TCP proxy on 127.0.0.1 that holds client-to-broker bytes for ``delay`` seconds."""
+    """TCP proxy on 127.0.0.1 that delays client-to-broker bytes by ``delay`` seconds."""
 
     def __init__(self, target_port: int, port: int):
         self.target_port = target_port

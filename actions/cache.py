@@ -252,7 +252,7 @@ def redis_client(
     ``timeout`` bounds, in seconds, both connecting and each reply. A failed connection is
     retried ``retries`` times, 100 ms and then 200 ms apart. redis-py 8 retries 10 times
     with up to 10 s between attempts by default, which would hold a request for a minute
-    before the Redis-down fallback could answer it.
+    before the Redis-down fallback could serve it.
     """
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry

@@ -1,4 +1,4 @@
-"""State that keeps the actions answering while Redis is unreachable.
+"""State that lets the actions serve requests while Redis is unreachable.
 
 - :class:`PointerMemo` keeps the device pointers that one runtime process read from Redis.
 - :class:`LakePointerIndex` finds a device's pointer in the newest batch-transform output

@@ -4,9 +4,9 @@ Routes:
 
 - ``POST /api/v1/namespaces/{ns}/actions/{name}?blocking=true[&result=true]``: the JSON body
   is the action's parameters. A blocking call returns the activation record (or only its
-  result with ``result=true``): HTTP 200 on success, 502 when the action failed, and 503
-  with ``Retry-After`` when no runtime could run it (it would not start, died during the
-  activation, or every runtime stayed busy). Without ``blocking=true`` it returns 202 with the
+  result with ``result=true``): HTTP 200 on success and 502 when the action failed. It
+  returns 503 with ``Retry-After`` when no runtime could run the activation, because the
+  runtime would not start, died during the activation, or every runtime stayed busy. Without ``blocking=true`` it returns 202 with the
   activation id, and the record is available from the activations route when it ends.
 - ``GET /api/v1/namespaces/{ns}/activations/{id}``: a stored activation record.
 - ``GET /health``: liveness, without authentication.
@@ -298,6 +298,9 @@ class Gateway:
 def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY: headers and body go out in separate writes, and Nagle's algorithm
+        # with the client's delayed ACK would hold the body for about 40 ms on keep-alive.
+        disable_nagle_algorithm = True
         server_version = "saodf-gateway"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

@@ -7,10 +7,11 @@ default) it acts, and logs what it did:
 - It raises the TTL of stable devices by ``ttl_growth`` (up to ``max_stable_ttl``) in the
   TTL policy that every cache client reads, and extends the TTL of the stable forecasts
   already cached. Dynamic devices keep their short TTL, because their forecasts go stale.
-- It holds the devices that missed at least ``repeat_misses`` times in the window in the
-  prefetch set ``saodf:cache:prefetch`` for ``prefetch_hold_seconds``. On every tick the
-  monitor recomputes the forecasts of the held devices that are missing or expire within
-  ``refresh_margin_seconds``, so their next request hits.
+- It adds the devices that missed at least ``repeat_misses`` times in the last
+  ``repeat_window_seconds`` (at least the window) to the prefetch set
+  ``saodf:cache:prefetch``, where they stay for ``prefetch_hold_seconds``. On every tick
+  the monitor recomputes the forecasts of the held devices that are missing or expire
+  within ``refresh_margin_seconds``, so their next request hits.
 
 At or above the threshold it logs that the cache is healthy. Each tick's result is also
 stored in the hash ``saodf:cache:monitor``, which the gateway exports at ``/metrics``.
@@ -66,6 +67,9 @@ class MonitorOptions:
     # Fewer requests than this in the window give no verdict: a few misses would dominate.
     min_requests: int = 20
     repeat_misses: int = 2
+    # A device requested about once per TTL misses about once per TTL, so repeated misses are
+    # counted over a longer span than the hit-rate window. Miss buckets live 3600 s.
+    repeat_window_seconds: float = 3600.0
     ttl_growth: float = 2.0
     max_stable_ttl: int = 24 * 3600
     max_prefetch: int = 50
@@ -94,7 +98,7 @@ class MonitorOptions:
 
 @dataclass
 class MonitorReport:
-    """What one tick measured and did."""
+    """Measurements and actions of one tick."""
 
     state: str
     hit_rate: float | None
@@ -259,7 +263,8 @@ class HitMonitor:
         return sum(1 for changed in pipe.execute() if changed)
 
     def _hold_repeated_misses(self, report: MonitorReport) -> None:
-        missed = self.cache.missed_devices(self.options.window_seconds)
+        lookback = max(self.options.window_seconds, self.options.repeat_window_seconds)
+        missed = self.cache.missed_devices(lookback)
         repeated = sorted(
             (device for device, count in missed.items() if count >= self.options.repeat_misses),
             key=lambda device: (-missed[device], device),
@@ -295,9 +300,9 @@ class HitMonitor:
                     "no device pointer (never filled or evicted); run populate_cache"
                 )
                 continue
-            remaining = client.ttl(pointer.forecast_key)
+            remaining_ms = client.pttl(pointer.forecast_key)
             # -2: the entry is gone; -1: it never expires.
-            if remaining == -1 or remaining > self.options.refresh_margin_seconds:
+            if remaining_ms == -1 or remaining_ms > self.options.refresh_margin_seconds * 1000:
                 continue
             if self.forecaster is None:
                 report.refresh_failed[device_id] = "no forecaster configured"

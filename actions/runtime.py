@@ -177,6 +177,9 @@ def _write_end_markers() -> None:
 def _handler(runtime: ActionRuntime) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY: headers and body go out in separate writes, and Nagle's algorithm
+        # with the client's delayed ACK would hold the body for about 40 ms on keep-alive.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             logger.debug("%s %s", self.address_string(), format % args)

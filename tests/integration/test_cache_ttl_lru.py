@@ -166,7 +166,7 @@ def test_lru_evicts_cold_keeps_hot(cache):
 
 
 def test_writes_succeed_under_pressure(cache):
-    # allkeys-lru makes room instead of answering OOM errors to writes.
+    # allkeys-lru makes room instead of rejecting writes with OOM errors.
     for device_id in _devices("pressure", 2500):
         cache.put(_pointer(device_id), FORECAST)
     assert cache.stats()["evictions"] > 0

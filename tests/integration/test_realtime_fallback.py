@@ -102,7 +102,8 @@ def _device() -> str:
     return f"dev-{uuid.uuid4().hex[:10]}"
 
 
-def test_forecast_served_from_model(redis_spec, model_calls, tmp_path, caplog):
+def test_forecast_served_from_model(redis_spec, model_calls, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("__OW_ACTIVATION_ID", "act-1")
     device_id = _device()
     ForecastCache(redis_client(get_settings())).put(
         _pointer(device_id, _context(tmp_path)), FORECAST
@@ -118,7 +119,7 @@ def test_forecast_served_from_model(redis_spec, model_calls, tmp_path, caplog):
     assert reply["mean"] == [7.0, 8.0]
     assert reply["model_version"] == "2"
     assert model_calls == [([4.0, 5.0], "5min", 3)]
-    assert "forecast activation - degraded: Redis unavailable" in caplog.text
+    assert "forecast activation act-1 degraded: Redis unavailable" in caplog.text
 
 
 def test_forecast_recovers_with_redis(redis_spec, model_calls, tmp_path):

@@ -121,7 +121,7 @@ def run_stages(settings: Settings, event: dict[str, Any], training: dict) -> dic
             group: {"champion": info["champion_kind"], "metrics": info["metrics"]}
             for group, info in trained["groups"].items()
         },
-        "cache": cache["stats"],
+        "cache": {k: v for k, v in cache["stats"].items() if k != "devices"},
     }
 
 

@@ -62,7 +62,7 @@ resource "aws_elasticache_user_group" "this" {
 
 resource "aws_cloudwatch_log_group" "slow" {
   name              = "/aws/elasticache/${var.name_prefix}-redis/slow-log"
-  retention_in_days = 30
+  retention_in_days = 365
   kms_key_id        = var.logs_kms_key_arn
   tags              = var.tags
 }
@@ -78,8 +78,8 @@ resource "aws_elasticache_replication_group" "this" {
   parameter_group_name       = aws_elasticache_parameter_group.this.name
   subnet_group_name          = aws_elasticache_subnet_group.this.name
   security_group_ids         = [var.security_group_id]
-  automatic_failover_enabled = var.node_count > 1
-  multi_az_enabled           = var.node_count > 1
+  automatic_failover_enabled = true
+  multi_az_enabled           = true
   at_rest_encryption_enabled = true
   kms_key_id                 = var.cache_kms_key_arn
   transit_encryption_enabled = true

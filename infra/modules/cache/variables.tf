@@ -21,9 +21,14 @@ variable "node_type" {
 }
 
 variable "node_count" {
-  description = "Nodes in the replication group; 2 or more enable automatic failover across zones."
+  description = "Nodes in the replication group, at least 2 for automatic failover across zones."
   type        = number
   default     = 2
+
+  validation {
+    condition     = var.node_count >= 2 && var.node_count <= 6
+    error_message = "The node_count must be between 2 and 6 (Multi-AZ failover needs a replica)."
+  }
 }
 
 variable "private_subnet_ids" {

@@ -11,6 +11,7 @@ resource "aws_network_acl" "public" {
 }
 
 resource "aws_network_acl_rule" "public_in_ephemeral" {
+  #checkov:skip=CKV_AWS_231:Return traffic on ephemeral ports; the security groups admit no 3389
   network_acl_id = aws_network_acl.public.id
   rule_number    = 100
   egress         = false
@@ -87,6 +88,7 @@ resource "aws_network_acl_rule" "private_in_services" {
 }
 
 resource "aws_network_acl_rule" "private_in_ephemeral" {
+  #checkov:skip=CKV_AWS_231:Return traffic on ephemeral ports; the security groups admit no 3389
   network_acl_id = aws_network_acl.private.id
   rule_number    = 200
   egress         = false

@@ -17,7 +17,7 @@ resource "aws_msk_configuration" "this" {
 
 resource "aws_cloudwatch_log_group" "msk" {
   name              = "/aws/msk/${var.cluster_name}"
-  retention_in_days = 90
+  retention_in_days = 365
   kms_key_id        = var.logs_kms_key_arn
   tags              = var.tags
 }

@@ -6,7 +6,7 @@ A benchmark is a module ``bench/<name>.py`` with a function::
 
 ``settings`` are the caller's settings (home, data folder). A benchmark that needs
 services starts them itself on free 127.0.0.1 ports, for example with
-:func:`local_services`, and stops them before it returns. ``quick=True`` asks for a
+:func:`local_services`, and stops them before it returns. ``quick=True`` selects a
 small input that finishes in about a minute. The returned dict has exactly these keys:
 
 ``figures``
@@ -337,6 +337,7 @@ def format_record(document: dict[str, Any], json_path: Path) -> str:
         f"{_format_number(document.get('seconds'))} s wall clock.",
         "",
     ]
+
     for key in ("figures", "reference", "ratios"):
         if document[key]:
             values = ", ".join(f"{k} {_format_number(v)}" for k, v in document[key].items())
@@ -350,6 +351,7 @@ def format_record(document: dict[str, Any], json_path: Path) -> str:
         )
     for note in document["notes"]:
         lines.append(f"- note: {note}")
+
     try:
         shown = json_path.relative_to(PROJECT_ROOT)
     except ValueError:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from saodf.cli_dlq import dlq_app
 from saodf.config import get_settings
 from saodf.errors import SaodfError
 from saodf.log import configure_logging
@@ -18,7 +19,6 @@ stack_app = typer.Typer(
     help="Start, stop and inspect the local stack on 127.0.0.1.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Public datasets.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead-letter queue tools.", no_args_is_help=True)
 actions_app = typer.Typer(help="OpenWhisk actions.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
@@ -208,18 +208,6 @@ def data_fetch(
 
     try:
         fetch(dataset, dest, overwrite=overwrite, echo=typer.echo)
-    except SaodfError as exc:
-        _fail(exc)
-
-
-@dlq_app.command("list")
-def dlq_list(limit: int = typer.Option(20, help="Maximum number of records to show.")):
-    """Show the newest records of the Kafka dead-letter topic."""
-    from streaming.dlq import read_dlq
-
-    try:
-        for record in read_dlq(get_settings(), limit):
-            typer.echo(json.dumps(record, default=str))
     except SaodfError as exc:
         _fail(exc)
 

@@ -7,7 +7,7 @@ horizon apart, fold ``k`` forecasts ``target[o_k : o_k + horizon]`` from ``targe
 where ``o_k = n - (folds - k) * horizon``.
 
 DeepAR (GluonTS, the pipeline's model) is trained once per frequency group on every
-series cut at its first origin, so no fold sees its own actuals in training. The
+series cut at its first origin, so the training data contains no actual of any fold. The
 baselines (``models.baselines``) are refitted at every origin. The champion is the model
 with the lowest pooled mean weighted quantile loss, the rule the pipeline uses to pick
 its registered champion. Metrics come from ``models.metrics``: wQL at 0.1/0.5/0.9,

@@ -17,8 +17,13 @@ SERVICE_ORDER = [
     "broker",
     "redis",
     "moto",
+    "mosquitto",
+    "ingest-gateway",
+    "sqs-drain",
+    "mqtt-bridge",
     "mlflow",
     "gateway",
+    "cache-monitor",
     "lake-writer",
     "anomaly-consumer",
     "airflow-api-server",
@@ -42,27 +47,56 @@ def service_specs(settings: Settings) -> dict[str, process.ServiceSpec]:
             settings, "anomaly-consumer", "streaming.anomaly_consumer"
         ),
     }
+    from actions.services import realtime_service_specs
+    from streaming.services import ingest_service_specs
+
+    for spec in realtime_service_specs(settings):
+        specs[spec.name] = spec
+
+    for spec in ingest_service_specs(settings):
+        specs[spec.name] = spec
     for spec in services.airflow_specs(settings):
         specs[spec.name] = spec
     return {name: specs[name] for name in SERVICE_ORDER}
 
 
 def prepare_airflow(settings: Settings) -> None:
-    """Migrate the Airflow metadata DB (idempotent) and write the admin password file."""
+    """Migrate the Airflow metadata DB, create the heavy-task pool and write the admin password.
+
+    Each step runs once per home: markers in AIRFLOW_HOME record what was done.
+    """
     services.ensure_airflow_passwords(settings)
     env = services.airflow_env(settings)
     home = services.airflow_home(settings)
     marker = home / ".migrated"
     log_file = settings.log_dir / "airflow-db-migrate.log"
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    if marker.exists():
-        return
-    logger.info("migrating the Airflow metadata DB in %s (log %s)", home, log_file)
+    if not marker.exists():
+        logger.info("migrating the Airflow metadata DB in %s (log %s)", home, log_file)
+        _airflow_cli(env, ["db", "migrate"], log_file)
+        marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+    pool_marker = home / f".pool-{settings.heavy_pool}-{settings.heavy_pool_slots}"
+    if not pool_marker.exists():
+        _airflow_cli(
+            env,
+            [
+                "pools",
+                "set",
+                settings.heavy_pool,
+                str(settings.heavy_pool_slots),
+                "CPU-heavy pipeline tasks (preprocess, train, transform)",
+            ],
+            log_file,
+        )
+        pool_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+
+
+def _airflow_cli(env: dict[str, str], args: list[str], log_file: Path) -> None:
     import os
 
     with open(log_file, "ab") as log:
         result = subprocess.run(  # noqa: S603
-            [services._bin("airflow"), "db", "migrate"],
+            [services._bin("airflow"), *args],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,9 +105,8 @@ def prepare_airflow(settings: Settings) -> None:
         )
     if result.returncode != 0:
         raise ServiceError(
-            f"airflow db migrate failed with code {result.returncode}; see {log_file}"
+            f"`airflow {' '.join(args)}` failed with code {result.returncode}; see {log_file}"
         )
-    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
 
 
 def ensure_topics(settings: Settings) -> None:
@@ -99,13 +132,15 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[st
             echo("  preparing Airflow metadata DB ...")
             prepare_airflow(settings)
             results["airflow-prepared"] = "ok"
-        if name == "lake-writer":
+        if name in ("lake-writer", "ingest-gateway") and "topics" not in results:
             ensure_topics(settings)
+            results["topics"] = "ok"
         started = time.monotonic()
         state = process.start(specs[name])
         results[name] = state
         echo(f"  {name:<22} {state:<8} ({time.monotonic() - started:4.1f} s)")
     results.pop("airflow-prepared", None)
+    results.pop("topics", None)
     return results
 
 
@@ -137,7 +172,12 @@ def status(settings: Settings) -> list[dict]:
 
 
 def urls(settings: Settings) -> dict[str, str]:
+    from streaming.ingest_config import IngestConfig
+
+    ingest = IngestConfig.from_env()
     return {
+        "ingest": f"http://{settings.host}:{ingest.http_port}/v1/telemetry",
+        "mqtt": f"mqtt://{settings.host}:{ingest.mqtt_port}",
         "airflow": f"http://{settings.host}:{settings.ports['airflow']}",
         "mlflow": settings.mlflow_tracking_uri,
         "gateway": settings.gateway_url,

@@ -61,6 +61,12 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         env[f"SAODF_{name.upper()}_PORT"] = str(port)
     if settings.aws_endpoint_url:
         env["SAODF_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    # Redis TLS and the ingest settings are read by their own modules from SAODF_* variables.
+    for key, value in os.environ.items():
+        if key.startswith(
+            ("SAODF_REDIS_TLS", "SAODF_INGEST_", "SAODF_MQTT_", "SAODF_TOPIC_", "SAODF_SQS_")
+        ):
+            env.setdefault(key, value)
     return env
 
 

@@ -29,9 +29,11 @@ def stack(session_settings, kafka_bootstrap, redis_server, moto_endpoint, mlflow
     client = AirflowClient(settings)
     client.wait_for_dag("telemetry_pipeline", timeout=240)
     yield settings, client
+    # The session fixtures stop the services they started; this fixture stops the rest.
+    fixture_services = {"broker", "redis", "moto", "mlflow", "gateway"}
     specs = manager.service_specs(settings)
     for name in reversed(manager.SERVICE_ORDER):
-        if name.startswith("airflow-") or name in ("lake-writer", "anomaly-consumer"):
+        if name not in fixture_services:
             process.stop(specs[name])
 
 

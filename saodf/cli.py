@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from saodf.cli_dlq import dlq_app
+from saodf.cli_eval import bench as bench_command
+from saodf.cli_eval import evaluate_app
 from saodf.config import get_settings
 from saodf.errors import SaodfError
 from saodf.log import configure_logging
@@ -24,6 +26,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(actions_app, name="actions")
+app.add_typer(evaluate_app, name="evaluate")
+app.command("bench")(bench_command)
 
 
 def _fail(exc: Exception) -> None:

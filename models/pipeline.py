@@ -1,10 +1,13 @@
-"""Training, evaluation, registration and batch transform of the forecasters per frequency group.
+"""Training, backtest, registration and batch transform of the forecasters per frequency group.
 
-``train_and_register`` trains DeepAR and the seasonal-naive baseline on each group's
-train channel and scores both on the last ``prediction_length`` points of the test
-channel. It logs one MLflow run per model under a parent run. The model with the lower
-mean weighted quantile loss is registered as ``{model_prefix}-{group}`` with the alias
-``champion``.
+``train_and_register`` trains DeepAR and scores it with the seasonal-naive and AutoETS
+baselines on a rolling-origin backtest (several windows at the end of each test
+series; DeepAR is trained only on data before the first window). It logs one MLflow
+run per model under a parent run, with params, pooled and per-window metrics, the
+hash of the channel files, per-series metrics and a fan chart PNG. The model with the
+lowest mean weighted quantile loss becomes a new version of
+``{model_prefix}-{group}``. The alias ``champion`` moves to it only when it beats the
+current champion scored on the same windows.
 
 ``batch_transform`` writes, per group::
 
@@ -21,19 +24,21 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-
-import numpy as np
 
 from models.errors import ModelInputError
 from models.prepared import GroupSpec, group_specs, join_url, read_manifest, read_records
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("deepar", "seasonal_naive")
+KINDS = ("deepar", "seasonal_naive", "auto_ets")
+# Ties go to the simpler model: the first kind in this order with the lowest score wins.
+TIE_ORDER = ("seasonal_naive", "auto_ets", "deepar")
 OUTPUT_QUANTILES = ["0.1", "0.5", "0.9"]
+DEFAULT_BACKTEST_WINDOWS = 3
 
 
 def train_and_register(
@@ -44,8 +49,9 @@ def train_and_register(
     config_overrides: dict | None = None,
     experiment: str = "telemetry_pipeline",
     model_prefix: str = "saodf-forecaster",
+    backtest_windows: int = DEFAULT_BACKTEST_WINDOWS,
 ) -> dict:
-    """Train, evaluate and register a champion forecaster for every group of a prepared dataset.
+    """Train, backtest and register a forecaster for every group of a prepared dataset.
 
     A group whose parent run for ``run_key`` already FINISHED is not trained again: its
     stored result is returned with ``reused`` set, so a retried DAG run creates no
@@ -59,11 +65,16 @@ def train_and_register(
         config_overrides: DeepAR hyperparameters that replace the group defaults.
         experiment: MLflow experiment name.
         model_prefix: registered model name prefix; the group name is appended.
+        backtest_windows: rolling-origin windows per series, fewer when a series is short.
 
     Returns:
-        Per group: ``champion_kind``, ``model_name``, ``model_version``,
+        Per group: ``champion_kind`` and ``model_version`` (the version that the
+        ``champion`` alias names after this run), ``model_name``, ``candidate_kind``,
+        ``candidate_version``, ``promoted``, ``promotion_reason``,
+        ``champion_metrics`` (the previous champion on this run's windows, or None),
         ``parent_run_id``, ``run_ids``, ``metrics`` and ``training_seconds`` (both keyed
-        by model kind), ``season_length``, ``freq``, ``prediction_length`` and ``reused``.
+        by model kind), ``backtest_windows``, ``data_hash``, ``season_length``,
+        ``freq``, ``prediction_length`` and ``reused``.
 
     Raises:
         ModelInputError: the prepared dataset is missing or malformed.
@@ -105,6 +116,7 @@ def train_and_register(
                 Path(workdir) / spec.group,
                 config_overrides,
                 f"{model_prefix}-{spec.group}",
+                backtest_windows,
             )
     return results
 
@@ -118,15 +130,15 @@ def _train_group(
     workdir: Path,
     config_overrides: dict | None,
     model_name: str,
+    backtest_windows: int,
 ) -> dict:
     import mlflow
 
-    from models.baselines import forecast_baseline, season_length_for
+    from models.backtest import rolling_windows, training_records, window_count
+    from models.baselines import season_length_for
     from models.config import DeepARConfig
-    from models.local_deepar import predict_deepar, train_deepar
-    from models.metrics import evaluate_forecasts
-    from models.pyfunc import ForecasterModel, log_forecaster
-    from models.registry import PARENT_KIND, check_filter_value, register_champion
+    from models.local_deepar import train_deepar
+    from models.registry import PARENT_KIND, check_filter_value
 
     check_filter_value("group", spec.group)
     config = DeepARConfig.from_overrides(
@@ -138,13 +150,16 @@ def _train_group(
         config_overrides,
     )
     horizon = config.prediction_length
-    train_records = read_records(prepared_url, spec.train)
     test_records = read_records(prepared_url, spec.test)
-    contexts, actuals = _split_test(test_records, horizon, spec)
+    _check_test_lengths(test_records, horizon, spec)
+    windows_used = window_count(test_records, horizon, backtest_windows, min_context=horizon + 1)
+    windows = rolling_windows(test_records, horizon, windows_used)
     season_length = season_length_for(spec.freq)
-    seasonalities = [min(season_length, max(1, len(c["target"]) // 2)) for c in contexts]
-    insamples = [c["target"] for c in contexts]
-    base_tags = {"run_key": run_key, "group": spec.group}
+    series_ids = [
+        _device_id(spec, index) or f"series-{index}" for index in range(len(test_records))
+    ]
+    digest = _channel_hash(prepared_url, spec)
+    base_tags = {"run_key": run_key, "group": spec.group, "data_hash": digest}
 
     with mlflow.start_run(
         experiment_id=experiment_id,
@@ -152,119 +167,319 @@ def _train_group(
         tags={**base_tags, "model_kind": PARENT_KIND},
     ) as parent:
         mlflow.log_params(
-            {"freq": spec.freq, "prediction_length": horizon, "series_count": len(contexts)}
+            {
+                "freq": spec.freq,
+                "prediction_length": horizon,
+                "series_count": len(test_records),
+                "backtest_windows": windows_used,
+                "data_hash": digest,
+            }
         )
-
-        trained = train_deepar(train_records, spec.freq, config, workdir)
-        deepar_forecasts = predict_deepar(
-            trained.predictor, contexts, spec.freq, trained.cardinality
+        trained = train_deepar(
+            training_records(test_records, horizon, windows_used), spec.freq, config, workdir
         )
-        started = time.perf_counter()
-        baseline_forecasts = forecast_baseline(contexts, horizon, season_length)
-        baseline_seconds = time.perf_counter() - started
-
-        seconds = {"deepar": trained.training_seconds, "seasonal_naive": baseline_seconds}
-        forecasts = {"deepar": deepar_forecasts, "seasonal_naive": baseline_forecasts}
-        params = {
-            "deepar": config.to_params(),
-            "seasonal_naive": {
-                "season_length": str(season_length),
-                "prediction_length": str(horizon),
-                "time_freq": spec.freq,
-                "interval_level": "80",
-            },
-        }
-        metrics = {}
+        backtests, seconds = _backtest_kinds(
+            trained, windows, spec.freq, horizon, season_length, series_ids
+        )
+        params = _kind_params(config, season_length, horizon, spec.freq, windows_used)
+        metrics = {kind: backtests[kind]["metrics"] for kind in KINDS}
         run_ids = {}
         for kind in KINDS:
-            metrics[kind] = evaluate_forecasts(actuals, forecasts[kind], insamples, seasonalities)
             run_ids[kind] = _log_model_run(
-                kind, base_tags, params[kind], metrics[kind], seconds[kind]
+                kind, base_tags, params[kind], backtests[kind], seconds[kind], windows, series_ids
             )
 
-        champion = _pick_champion(metrics)
-        champion_model = ForecasterModel(
-            kind=champion,
+        result = _register_and_promote(
+            tracking_uri,
+            model_name,
+            run_key,
+            spec,
+            horizon,
+            season_length,
+            trained,
+            metrics,
+            run_ids,
+            windows,
+            digest,
+        )
+        result.update(
+            parent_run_id=parent.info.run_id,
+            run_ids=run_ids,
+            metrics=metrics,
+            training_seconds=seconds,
+            backtest_windows=windows_used,
+            data_hash=digest,
+            season_length=season_length,
             freq=spec.freq,
             prediction_length=horizon,
-            season_length=season_length,
-            cardinality=trained.cardinality,
+            reused=False,
         )
-        with mlflow.start_run(run_id=run_ids[champion], nested=True):
-            info = log_forecaster(
-                champion_model, trained.predictor if champion == "deepar" else None
-            )
-            mlflow.set_tag("champion", "true")
-        version_tags = {
-            "group": spec.group,
-            "model_kind": champion,
-            **{name: _tag_number(value) for name, value in metrics[champion].items()},
-        }
-        version = register_champion(
-            tracking_uri, model_name, info.model_uri, run_ids[champion], run_key, version_tags
+        mlflow.set_tags(
+            {
+                "champion_kind": result["champion_kind"],
+                "model_version": result["model_version"],
+                "promoted": str(result["promoted"]).lower(),
+            }
         )
-        result = {
-            "group": spec.group,
-            "champion_kind": champion,
-            "model_name": model_name,
-            "model_version": version,
-            "parent_run_id": parent.info.run_id,
-            "run_ids": run_ids,
-            "metrics": metrics,
-            "training_seconds": seconds,
-            "season_length": season_length,
-            "freq": spec.freq,
-            "prediction_length": horizon,
-            "reused": False,
-        }
-        mlflow.set_tags({"champion_kind": champion, "model_version": version})
         mlflow.log_dict(result, "result.json")
     logger.info(
-        "group %s run_key %s: champion %s registered as %s version %s (mean_wql %s vs %s)",
+        "group %s run_key %s: candidate %s version %s %s; champion is %s version %s "
+        "(mean_wql deepar %s, seasonal_naive %s, auto_ets %s)",
         spec.group,
         run_key,
-        champion,
-        model_name,
-        version,
+        result["candidate_kind"],
+        result["candidate_version"],
+        "promoted" if result["promoted"] else "not promoted",
+        result["champion_kind"],
+        result["model_version"],
         metrics["deepar"]["mean_wql"],
         metrics["seasonal_naive"]["mean_wql"],
+        metrics["auto_ets"]["mean_wql"],
     )
     return result
 
 
-def _split_test(
-    test_records: list[dict], horizon: int, spec: GroupSpec
-) -> tuple[list[dict], list[np.ndarray]]:
+def _backtest_kinds(trained, windows, freq, horizon, season_length, series_ids):
+    from models.backtest import backtest
+    from models.baselines import forecast_baseline
+    from models.local_deepar import predict_deepar
+
+    def deepar(contexts):
+        return predict_deepar(trained.predictor, contexts, freq, trained.cardinality)
+
+    def baseline(kind):
+        return lambda contexts: forecast_baseline(contexts, horizon, season_length, model=kind)
+
+    forecasters = {"deepar": deepar, "seasonal_naive": baseline("seasonal_naive")}
+    forecasters["auto_ets"] = baseline("auto_ets")
+    backtests, seconds = {}, {}
+    for kind in KINDS:
+        started = time.perf_counter()
+        backtests[kind] = backtest(forecasters[kind], windows, season_length, series_ids)
+        seconds[kind] = time.perf_counter() - started
+    # DeepAR's figure is its training time; the baselines fit while they forecast.
+    seconds["deepar"] = trained.training_seconds
+    return backtests, seconds
+
+
+def _kind_params(config, season_length, horizon, freq, windows_used) -> dict[str, dict]:
+    baseline = {
+        "season_length": str(season_length),
+        "prediction_length": str(horizon),
+        "time_freq": freq,
+        "interval_level": "80",
+        "backtest_windows": str(windows_used),
+    }
+    from models.baselines import ETS_MAX_POINTS, ETS_MAX_SEASON
+
+    return {
+        "deepar": {**config.to_params(), "backtest_windows": str(windows_used)},
+        "seasonal_naive": baseline,
+        "auto_ets": {
+            **baseline,
+            "ets_max_points": str(ETS_MAX_POINTS),
+            "ets_max_season": str(ETS_MAX_SEASON),
+        },
+    }
+
+
+def pick_candidate(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    """Return the kind with the lowest mean wQL; NaN counts as worst and ties go to the simpler."""
+    from models.backtest import score
+
+    kinds = [kind for kind in TIE_ORDER if kind in metrics]
+    return min(kinds, key=lambda kind: (score(metrics[kind]), kinds.index(kind)))
+
+
+def decide_promotion(
+    candidate_metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None
+) -> tuple[bool, str]:
+    """Return whether the candidate replaces the champion, and why.
+
+    The candidate wins only with a strictly lower mean wQL on the same windows; a
+    champion that could not be scored (None) is replaced.
+    """
+    from models.backtest import score
+
+    if champion_metrics is None:
+        return True, "no current champion could be scored on these windows"
+    candidate, champion = score(candidate_metrics), score(champion_metrics)
+    if candidate < champion:
+        return True, f"candidate mean_wql {candidate:.6g} < champion {champion:.6g}"
+    return False, f"candidate mean_wql {candidate:.6g} >= champion {champion:.6g}"
+
+
+def _register_and_promote(
+    tracking_uri,
+    model_name,
+    run_key,
+    spec,
+    horizon,
+    season_length,
+    trained,
+    metrics,
+    run_ids,
+    windows,
+    digest,
+) -> dict:
+    import mlflow
+
+    from models.pyfunc import ForecasterModel, log_forecaster
+    from models.registry import client_for, current_champion, move_champion, register_version
+
+    candidate = pick_candidate(metrics)
+    model = ForecasterModel(
+        kind=candidate,
+        freq=spec.freq,
+        prediction_length=horizon,
+        season_length=season_length,
+        cardinality=trained.cardinality,
+    )
+    with mlflow.start_run(run_id=run_ids[candidate], nested=True):
+        info = log_forecaster(model, trained.predictor if candidate == "deepar" else None)
+        mlflow.set_tag("candidate", "true")
+    version_tags = {
+        "group": spec.group,
+        "model_kind": candidate,
+        "data_hash": digest,
+        "backtest_windows": str(len(windows)),
+        **{name: _tag_number(value) for name, value in metrics[candidate].items()},
+    }
+    version = register_version(
+        tracking_uri, model_name, info.model_uri, run_ids[candidate], run_key, version_tags
+    )
+    client = client_for(tracking_uri)
+    champion = current_champion(client, model_name)
+    champion_metrics = None
+    if champion is not None and str(champion.version) == version:
+        promoted, reason = True, "the candidate is already the champion"
+    else:
+        if champion is not None:
+            champion_metrics = _score_champion(tracking_uri, model_name, champion, spec, windows)
+        promoted, reason = decide_promotion(metrics[candidate], champion_metrics)
+    if promoted:
+        move_champion(client, model_name, version)
+        champion_kind, champion_version = candidate, version
+    else:
+        champion_kind = champion.tags.get("model_kind", "unknown")
+        champion_version = str(champion.version)
+    logger.info(
+        "model %s: candidate %s version %s %s because %s",
+        model_name,
+        candidate,
+        version,
+        "promoted" if promoted else "kept as a version only",
+        reason,
+    )
+    return {
+        "group": spec.group,
+        "champion_kind": champion_kind,
+        "model_name": model_name,
+        "model_version": champion_version,
+        "candidate_kind": candidate,
+        "candidate_version": version,
+        "promoted": promoted,
+        "promotion_reason": reason,
+        "champion_metrics": champion_metrics,
+    }
+
+
+def _score_champion(tracking_uri, model_name, champion, spec, windows) -> dict | None:
+    """Backtest the current champion version on this run's windows, or None if it cannot run."""
+    from models.backtest import backtest
+    from models.baselines import season_length_for
+    from models.errors import ModelError
+    from models.serving import load_model_version
+
+    try:
+        loaded = load_model_version(tracking_uri, model_name, str(champion.version))
+    except ModelError as exc:
+        logger.warning(
+            "champion %s version %s could not be loaded (%s); it will be replaced",
+            model_name,
+            champion.version,
+            exc,
+        )
+        return None
+    horizon = len(windows[0].actuals[0])
+    if loaded.prediction_length != horizon or not _same_freq(loaded.freq, spec.freq):
+        logger.warning(
+            "champion %s version %s forecasts %d steps at %s but the windows need %d at %s; "
+            "it will be replaced",
+            model_name,
+            champion.version,
+            loaded.prediction_length,
+            loaded.freq,
+            horizon,
+            spec.freq,
+        )
+        return None
+
+    def forecaster(contexts):
+        return loaded.predict([_plain_record(c, spec.freq) for c in contexts])
+
+    try:
+        return backtest(forecaster, windows, season_length_for(spec.freq))["metrics"]
+    except ModelError as exc:
+        logger.warning(
+            "champion %s version %s failed on the backtest windows (%s); it will be replaced",
+            model_name,
+            champion.version,
+            exc,
+        )
+        return None
+
+
+def _same_freq(left: str, right: str) -> bool:
+    import pandas as pd
+
+    return pd.tseries.frequencies.to_offset(left) == pd.tseries.frequencies.to_offset(right)
+
+
+def _channel_hash(prepared_url: str, spec: GroupSpec) -> str:
+    import fsspec
+
+    from models.backtest import data_hash
+
+    payloads = []
+    for channel in (spec.train, spec.test):
+        with fsspec.open(join_url(prepared_url, channel), "rb") as handle:
+            payloads.append(handle.read())
+    return data_hash(*payloads)
+
+
+def _check_test_lengths(test_records: list[dict], horizon: int, spec: GroupSpec) -> None:
     if not test_records:
         raise ModelInputError(
             f"group {spec.group!r} has an empty test channel {spec.test}; "
             "rerun preprocessing or drop the group from the manifest"
         )
-    contexts, actuals = [], []
     for index, record in enumerate(test_records):
-        target = record["target"]
-        if target.size <= horizon + 1:
+        if record["target"].size <= horizon + 1:
             raise ModelInputError(
-                f"group {spec.group!r} test series {index} has {target.size} points; "
+                f"group {spec.group!r} test series {index} has {record['target'].size} points; "
                 f"it needs more than prediction_length + 1 = {horizon + 1}"
             )
-        contexts.append({**record, "target": target[:-horizon]})
-        actuals.append(target[-horizon:])
-    return contexts, actuals
 
 
 def _log_model_run(
     kind: str,
     base_tags: Mapping[str, str],
     params: Mapping[str, str],
-    metrics: Mapping[str, float],
+    backtest_result: Mapping,
     seconds: float,
+    windows,
+    series_ids: list[str],
 ) -> str:
     import mlflow
 
+    from models.charts import fan_chart
     from models.cost import LOCAL_REFERENCE_INSTANCE, estimate_training_cost
 
     spot = estimate_training_cost(seconds, LOCAL_REFERENCE_INSTANCE, spot=True)
+    metrics = dict(backtest_result["metrics"])
+    for index, window_metrics in enumerate(backtest_result["windows"]):
+        metrics[f"window_{index}_mean_wql"] = window_metrics["mean_wql"]
     with mlflow.start_run(
         run_name=f"{base_tags['group']}-{kind}",
         nested=True,
@@ -279,17 +494,22 @@ def _log_model_run(
                 "on_demand_cost_usd": spot["on_demand_usd"],
             }
         )
+        mlflow.log_dict(
+            {"series": backtest_result["series"], "windows": backtest_result["windows"]},
+            "backtest.json",
+        )
+        last = windows[-1]
+        with tempfile.TemporaryDirectory(prefix="saodf-chart-") as tmp:
+            path = fan_chart(
+                Path(tmp) / f"fan_chart_{kind}.png",
+                f"{base_tags['group']} {kind}: last backtest window",
+                last.contexts,
+                last.actuals,
+                backtest_result["forecasts"][-1],
+                series_ids,
+            )
+            mlflow.log_artifact(str(path), "charts")
         return run.info.run_id
-
-
-def _pick_champion(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    """Return the kind with the lower mean wQL; NaN counts as worst and ties go to the baseline."""
-
-    def score(kind: str) -> float:
-        value = metrics[kind]["mean_wql"]
-        return math.inf if value is None or math.isnan(value) else value
-
-    return "deepar" if score("deepar") < score("seasonal_naive") else "seasonal_naive"
 
 
 def _tag_number(value: float) -> str:

@@ -1,4 +1,4 @@
-"""MLflow pyfunc wrapper of a trained forecaster: GluonTS DeepAR or the seasonal-naive baseline.
+"""MLflow pyfunc wrapper of a trained forecaster: GluonTS DeepAR or a statsforecast baseline.
 
 ``predict`` takes DeepAR records and returns DeepAR output objects, so the batch
 transform, the serving path and ``mlflow models serve`` share one interface. This
@@ -22,7 +22,7 @@ from models.prepared import normalize_record
 
 logger = logging.getLogger(__name__)
 
-MODEL_KINDS = ("deepar", "seasonal_naive")
+MODEL_KINDS = ("deepar", "seasonal_naive", "auto_ets")
 QUANTILE_KEYS = ("0.1", "0.5", "0.9")
 PREDICTOR_ARTIFACT = "predictor"
 
@@ -44,8 +44,8 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
     ):
         if kind not in MODEL_KINDS:
             raise ModelInputError(f"model kind {kind!r} is unknown; use one of {MODEL_KINDS}")
-        if kind == "seasonal_naive" and not season_length:
-            raise ModelInputError("a seasonal_naive model needs a positive season_length")
+        if kind != "deepar" and not season_length:
+            raise ModelInputError(f"a {kind} model needs a positive season_length")
         self.kind = kind
         self.freq = freq
         self.prediction_length = int(prediction_length)
@@ -83,7 +83,9 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
 
         from models.baselines import forecast_baseline
 
-        return forecast_baseline(records, self.prediction_length, int(self.season_length))
+        return forecast_baseline(
+            records, self.prediction_length, int(self.season_length), model=self.kind
+        )
 
     def attach_predictor(self, predictor: Any) -> None:
         """Use an in-memory GluonTS predictor, for evaluation before the model is logged."""

@@ -93,10 +93,10 @@ def find_version_for_run_key(client, name: str, run_key: str):
     return max(tagged, key=lambda v: int(v.version)) if tagged else None
 
 
-def register_champion(
+def register_version(
     tracking_uri: str, name: str, model_uri: str, run_id: str, run_key: str, tags: Mapping[str, str]
 ) -> str:
-    """Register ``model_uri`` as a version of ``name``, alias it ``champion`` and return it.
+    """Register ``model_uri`` as a version of ``name`` and return it, without moving aliases.
 
     A version already tagged with ``run_key`` is reused, so a retry after a crash
     between registration and the end of the parent run adds no second version.
@@ -106,17 +106,41 @@ def register_champion(
     if existing is not None:
         version = str(existing.version)
         logger.info("reusing version %s of %s for run_key %s", version, name, run_key)
-    else:
-        import mlflow
+        return version
+    import mlflow
 
-        # register_model resolves a models:/<model_id> source for both SQL and REST
-        # registries, through the fluent tracking URI.
-        with tracking(tracking_uri):
-            created = mlflow.register_model(model_uri, name, tags={"run_key": run_key, **tags})
-        version = str(created.version)
-        logger.info("registered version %s of %s from run %s", version, name, run_id)
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    # register_model resolves a models:/<model_id> source for both SQL and REST
+    # registries, through the fluent tracking URI.
+    with tracking(tracking_uri):
+        created = mlflow.register_model(model_uri, name, tags={"run_key": run_key, **tags})
+    version = str(created.version)
+    logger.info("registered version %s of %s from run %s", version, name, run_id)
     return version
+
+
+def register_champion(
+    tracking_uri: str, name: str, model_uri: str, run_id: str, run_key: str, tags: Mapping[str, str]
+) -> str:
+    """Register ``model_uri`` as a version of ``name``, alias it ``champion`` and return it."""
+    version = register_version(tracking_uri, name, model_uri, run_id, run_key, tags)
+    client_for(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    return version
+
+
+def current_champion(client, name: str):
+    """Return the model version that the ``champion`` alias of ``name`` names, or None."""
+    import mlflow
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def move_champion(client, name: str, version: str) -> None:
+    """Point the ``champion`` alias of ``name`` at ``version``."""
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+    logger.info("moved alias %s of %s to version %s", CHAMPION_ALIAS, name, version)
 
 
 def resolve_version(client, name: str, version_or_alias: str | int) -> str:

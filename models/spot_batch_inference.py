@@ -64,7 +64,9 @@ def wait_for_server(base_url: str, timeout: float, process: subprocess.Popen) ->
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(1.0)
-    raise TimeoutError(f"model server at {base_url} did not respond to /ping within {timeout:.0f} s")
+    raise TimeoutError(
+        f"model server at {base_url} did not respond to /ping within {timeout:.0f} s"
+    )
 
 
 def forecast_line(base_url: str, record: dict, configuration: dict) -> dict:

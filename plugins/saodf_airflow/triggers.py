@@ -19,11 +19,14 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStreamTrigger
 from airflow.triggers.base import TriggerEvent
 from airflow.triggers.shared_stream import reject_shared_stream_event
+
+from saodf.telemetry import DEVICE_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,32 @@ def parse_window_event(raw: Any) -> dict[str, Any]:
     missing = [name for name in WINDOW_EVENT_FIELDS if name not in event]
     if missing:
         raise ValueError(f"window event lacks the fields {missing}")
-    if not isinstance(event["devices"], list) or not event["devices"]:
-        raise ValueError(f"window event {event['window_id']!r} lists no devices")
+    window_id = event["window_id"]
+    if not isinstance(window_id, str) or not window_id:
+        raise ValueError(f"window_id {window_id!r} is not a non-empty string")
+    devices = event["devices"]
+    if not isinstance(devices, list):
+        raise ValueError(f"window event {window_id!r}: devices {devices!r} is not a list")
+    if not devices:
+        raise ValueError(f"window event {window_id!r} lists no devices")
+    bad = [d for d in devices if not isinstance(d, str) or not DEVICE_ID_PATTERN.match(d)]
+    if bad:
+        raise ValueError(f"window event {window_id!r}: invalid device ids {bad[:5]!r}")
+    for name in ("start", "end"):
+        value = event[name]
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except (AttributeError, ValueError):
+            raise ValueError(
+                f"window event {window_id!r}: {name} {value!r} is not an ISO 8601 timestamp"
+            ) from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"window event {window_id!r}: {name} {value!r} has no time zone")
+    count = event["message_count"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(
+            f"window event {window_id!r}: message_count {count!r} is not a non-negative integer"
+        )
     return event
 
 

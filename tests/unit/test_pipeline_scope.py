@@ -120,3 +120,20 @@ def test_interval_scope_reads_history_before_end():
     assert scope["interval_start"] == "2014-01-01T10:00:00Z"
     assert scope["start"] == "2013-12-31T11:00:00Z"
     assert scope["end"] == "2014-01-01T11:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("window_id", 12345, "not a non-empty string"),
+        ("devices", "skab-valve1-0", "is not a list"),
+        ("devices", ["../etc"], "invalid device ids"),
+        ("start", "notadate", "not an ISO 8601 timestamp"),
+        ("end", "2020-03-09T11:00:00", "has no time zone"),
+        ("message_count", "many", "not a non-negative integer"),
+        ("message_count", -1, "not a non-negative integer"),
+    ],
+)
+def test_parse_window_event_rejects_bad_types(field, value, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        parse_window_event({**EVENT, field: value})

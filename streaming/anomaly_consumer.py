@@ -28,8 +28,8 @@ import requests
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from saodf.config import Settings, get_settings
-from saodf.errors import ConfigError, SaodfError
-from saodf.telemetry import format_timestamp
+from saodf.errors import ConfigError, InvalidTelemetryError, SaodfError
+from saodf.telemetry import decode_message, format_timestamp
 from streaming.dlq import send_to_dlq
 from streaming.kafka import (
     DeliveryTracker,
@@ -201,12 +201,12 @@ def process_batch(
             "partition": message.partition(),
             "offset": message.offset(),
         }
+        # Validate here, one message at a time: a reading the gateway cannot even encode
+        # (NaN, Infinity) must not take the valid readings of its batch down with it.
         try:
-            decoded.append((message, json.loads(raw)))
-        except ValueError as exc:
-            send_to_dlq(
-                producer, settings, raw, f"payload is not JSON: {exc}", SOURCE, origin, tracker
-            )
+            decoded.append((message, decode_message(raw)))
+        except InvalidTelemetryError as exc:
+            send_to_dlq(producer, settings, raw, exc.reason, SOURCE, origin, tracker)
             stats.dead_lettered += 1
     if decoded:
         readings = [reading for _, reading in decoded]

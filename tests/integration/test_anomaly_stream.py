@@ -129,3 +129,35 @@ def test_gateway_down_goes_to_dlq(kafka_bootstrap, redis_server, session_setting
     mine = [r for r in dead if device_id in r.get("payload", "")]
     assert len(mine) == 1
     assert "unreachable" in mine[0]["reason"]
+
+
+def test_nan_reading_dead_lettered_alone(gateway, session_settings):
+    settings = session_settings.with_overrides(gateway_url=gateway.url)
+    device_id = f"nan-{uuid.uuid4().hex[:8]}"
+    readings = [
+        {"device_id": device_id, "timestamp": f"2025-04-20T13:{i:02d}:00Z", "temperature": 50.0}
+        for i in range(20)
+    ]
+    nan_payload = (
+        b'{"device_id": "' + device_id.encode() + b'", "timestamp": "2025-04-20T13:30:00Z", '
+        b'"temperature": NaN}'
+    )
+    _produce(settings, [*readings, nan_payload])
+    options = ConsumerOptions(group_id=f"test-{uuid.uuid4().hex}")
+    stop, thread = _start_consumer(settings, options)
+    try:
+        dead = _collect(
+            settings,
+            settings.topic_dlq,
+            lambda records: any(device_id in r.get("payload", "") for r in records),
+        )
+        time.sleep(3)
+        dead += _collect(settings, settings.topic_dlq, lambda records: False, timeout=3)
+    finally:
+        stop.set()
+        thread.join(30)
+    mine = {r["offset"]: r for r in dead if device_id in r.get("payload", "")}
+    assert len(mine) == 1
+    only = next(iter(mine.values()))
+    assert "NaN" in only["payload"]
+    assert "not JSON" in only["reason"]

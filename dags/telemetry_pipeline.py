@@ -129,9 +129,15 @@ with DAG(
 
         @task(pool=HEAVY_POOL)
         def preprocess(scope: dict) -> dict:
+            """Run the Glue job script; skip the rest of the run when no device has enough data."""
+            from airflow.exceptions import AirflowSkipException
+
             from saodf import pipeline
 
-            return pipeline.preprocess(scope)
+            try:
+                return pipeline.preprocess(scope)
+            except pipeline.NoDataError as exc:
+                raise AirflowSkipException(str(exc)) from exc
 
         @task
         def validate_prepared(scope: dict) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 
 from saodf.config import Settings, get_settings
-from saodf.errors import SaodfError
+from saodf.errors import DatasetError, SaodfError
 
 logger = logging.getLogger(__name__)
 
@@ -240,12 +240,27 @@ def preprocess(
         end=_parse_time(scope["end"]),
         **overrides,
     )
-    summary = run(config)
+    try:
+        summary = run(config)
+    except DatasetError as exc:
+        # Every device was too short or empty: nothing to train on is not a pipeline fault.
+        # The raw readings stay in the lake and the reasons in the prepared report.
+        if _prepared_groups(paths["prepared"]) == []:
+            raise NoDataError(str(exc)) from exc
+        raise
     return {
         "prepared_url": paths["prepared"],
         "summary": summary,
         "seconds": time.monotonic() - started,
     }
+
+
+def _prepared_groups(prepared_url: str) -> list | None:
+    fs, path = fsspec.core.url_to_fs(prepared_url + "/manifest.json")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as handle:
+        return json.load(handle).get("groups")
 
 
 def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:

@@ -126,6 +126,7 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[st
     unknown = sorted(set(only or []) - set(SERVICE_ORDER))
     if unknown:
         raise ServiceError(f"unknown services {unknown}; choose from {SERVICE_ORDER}")
+    _check_ports(specs, names)
     results: dict[str, str] = {}
     for name in names:
         if name.startswith("airflow-") and "airflow-prepared" not in results:
@@ -144,14 +145,58 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[st
     return results
 
 
+def _check_ports(specs: dict[str, process.ServiceSpec], names: list[str]) -> None:
+    """Fail before starting anything when a port of a stopped service is taken."""
+    busy = []
+    for name in names:
+        spec = specs[name]
+        if spec.port is None or process.running_process(spec) is not None:
+            continue
+        if not process.port_is_free(spec.host, spec.port):
+            hint = spec.port_env_var or "the service's port setting"
+            busy.append(f"{name} needs {spec.host}:{spec.port} (set {hint} to move it)")
+    if busy:
+        raise ServiceError(
+            "ports already in use by other processes, nothing was started: " + "; ".join(busy)
+        )
+
+
+# Services that only consume from others stop first, all at once; the stores they use after.
+STOP_TIERS = [
+    [
+        "airflow-triggerer",
+        "airflow-dag-processor",
+        "airflow-scheduler",
+        "airflow-api-server",
+        "anomaly-consumer",
+        "lake-writer",
+        "cache-monitor",
+        "mqtt-bridge",
+        "sqs-drain",
+        "ingest-gateway",
+        "gateway",
+    ],
+    ["mlflow", "mosquitto", "moto", "redis", "broker"],
+]
+
+
 def down(settings: Settings, echo=print) -> dict[str, str]:
-    """Stop, in reverse order, the services whose pid files ``up`` wrote."""
+    """Stop the services whose pid files ``up`` wrote, consumers first, each tier in parallel."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     results: dict[str, str] = {}
-    for name in reversed(SERVICE_ORDER):
-        spec = _spec_for_stop(settings, name)
-        state = process.stop(spec)
-        results[name] = state
-        echo(f"  {name:<22} {state}")
+    for tier in STOP_TIERS:
+        with ThreadPoolExecutor(max_workers=len(tier)) as pool:
+            futures = {
+                pool.submit(process.stop, _spec_for_stop(settings, name)): name for name in tier
+            }
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    results[name] = future.result()
+                except ServiceError as exc:
+                    results[name] = f"failed: {exc}"
+                echo(f"  {name:<22} {results[name]}")
     return results
 
 
@@ -162,7 +207,8 @@ def _spec_for_stop(settings: Settings, name: str) -> process.ServiceSpec:
         argv=[],
         run_dir=settings.run_dir,
         log_dir=settings.log_dir,
-        stop_timeout=45 if name.startswith("airflow-") or name == "mlflow" else 20,
+        # The scheduler can ignore SIGTERM for a long time; SIGKILL follows this timeout.
+        stop_timeout=20 if name.startswith("airflow-") or name == "mlflow" else 10,
     )
 
 

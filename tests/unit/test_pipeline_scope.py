@@ -137,3 +137,33 @@ def test_interval_scope_reads_history_before_end():
 def test_parse_window_event_rejects_bad_types(field, value, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_window_event({**EVENT, field: value})
+
+
+def test_preprocess_too_short_is_no_data(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow as pa
+
+    from saodf import lake
+
+    settings = _settings(tmp_path, monkeypatch)
+    times = pd.date_range("2020-03-09T10:00:00Z", periods=10, freq="1s")
+    frame = pd.DataFrame(
+        {
+            "device_id": "short-1",
+            "timestamp": times,
+            "metric": "value",
+            "value": range(10),
+            "schema_version": 1,
+            "kafka_topic": "telemetry.raw",
+            "kafka_partition": 0,
+            "kafka_offset": range(10),
+        }
+    )
+    table = pa.Table.from_pandas(frame, schema=lake.RAW_SCHEMA, preserve_index=False)
+    url = lake.raw_partition_url(settings.lake_url, "short-1", times[0].floor("h"))
+    lake.write_parquet_atomic(table, url + "/" + lake.raw_file_name("telemetry.raw", 0, 0, 9))
+    scope = pipeline.scope_from_window_event(
+        {**EVENT, "devices": ["short-1"], "end": "2020-03-09T11:00:00Z"}
+    )
+    with pytest.raises(pipeline.NoDataError, match="short-1"):
+        pipeline.preprocess(scope, settings)

@@ -61,3 +61,27 @@ def test_stale_pid_file_ignored(tmp_path):
     spec.run_dir.mkdir(parents=True)
     spec.pid_file.write_text('{"pid": 1, "create_time": 0}')
     assert process.running_process(spec) is None
+
+
+def test_stop_tiers_cover_every_service():
+    from saodf.stack.manager import SERVICE_ORDER, STOP_TIERS
+
+    flat = [name for tier in STOP_TIERS for name in tier]
+    assert sorted(flat) == sorted(SERVICE_ORDER)
+    assert len(flat) == len(set(flat))
+
+
+def test_busy_port_stops_before_any_start(tmp_path):
+    import socket
+
+    from saodf.stack.manager import _check_ports
+
+    free = _sleeper(tmp_path, name="free")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = _sleeper(tmp_path, name="busy", port=sock.getsockname()[1])
+        busy.port_env_var = "SAODF_BUSY_PORT"
+        with pytest.raises(ServiceError, match="busy needs .*SAODF_BUSY_PORT"):
+            _check_ports({"free": free, "busy": busy}, ["free", "busy"])
+    assert process.running_process(free) is None

@@ -25,7 +25,13 @@ from saodf.errors import InvalidTelemetryError, SaodfError
 from saodf.telemetry import decode_message
 from streaming.dlq import decode_dlq_payload
 from streaming.ingest_router import INGEST_ID_HEADER, SOURCE_HEADER
-from streaming.kafka import DeliveryTracker, consumer_config, flush_or_raise, producer_config
+from streaming.kafka import (
+    DeliveryTracker,
+    consumer_config,
+    flush_or_raise,
+    producer_config,
+    require_broker,
+)
 from streaming.sqs import (
     SQS_ERRORS,
     SqsEntry,
@@ -63,6 +69,7 @@ class ReplayReport:
 
 
 def _kafka_reader(settings: Settings, group_id: str) -> Consumer:
+    require_broker(settings)
     return Consumer(consumer_config(settings, group_id, **{"enable.partition.eof": True}))
 
 

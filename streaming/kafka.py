@@ -91,6 +91,7 @@ def ensure_topics(
     wanted = sorted(set(names))
     if partitions < 1:
         raise StreamingError(f"partitions={partitions} is invalid; use 1 or more")
+    require_broker(settings)
     admin = AdminClient(admin_config(settings))
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in wanted],
@@ -191,3 +192,23 @@ def produce_polling(
         except BufferError:
             producer.poll(0.1)
     producer.produce(topic, value=value, key=key, **kwargs)
+
+
+def require_broker(settings: Settings, timeout: float = 2.0) -> None:
+    """Raise StreamingError unless one bootstrap server accepts a TCP connection.
+
+    Without this check a client against a stopped broker retries for its whole timeout
+    and librdkafka prints a connection-refused line for every attempt.
+    """
+    servers = [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError):
+            continue
+    raise StreamingError(
+        f"Kafka broker at {settings.kafka_bootstrap} is unreachable; start the stack with "
+        "`saodf stack up` or set SAODF_KAFKA_BOOTSTRAP"
+    )

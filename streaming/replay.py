@@ -34,6 +34,7 @@ from streaming.kafka import (
     flush_or_raise,
     produce_polling,
     producer_config,
+    require_broker,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ def replay(
         raise DatasetError(f"{dataset} in {data_dir} has no data files for groups {groups}")
     ensure_topics(settings, [settings.topic_raw])
     tracker = DeliveryTracker()
+    require_broker(settings)
     producer = Producer(producer_config(settings, role="replay"))
     pacer = _Pacer(producer, speed, max_sleep)
     started = time.monotonic()

@@ -69,3 +69,15 @@ def test_tracker_raises_with_key():
 def test_ensure_topics_rejects_zero_partitions(settings):
     with pytest.raises(StreamingError, match="partitions=0 is invalid"):
         ensure_topics(settings, ["t"], partitions=0)
+
+
+def test_require_broker_names_address(tmp_path, monkeypatch):
+    from saodf.config import Settings
+    from saodf.stack.process import free_port
+    from streaming.kafka import StreamingError, require_broker
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path))
+    monkeypatch.setenv("SAODF_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    settings = Settings.from_env()
+    with pytest.raises(StreamingError, match="is unreachable; start the stack"):
+        require_broker(settings, timeout=0.5)

@@ -302,6 +302,9 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         # with the client's delayed ACK would hold the body for about 40 ms on keep-alive.
         disable_nagle_algorithm = True
         server_version = "saodf-gateway"
+        # Seconds a client may take to send its request; a body shorter than its
+        # Content-Length would otherwise hold the handler thread forever.
+        timeout = 30
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             logger.debug("%s %s", self.address_string(), format % args)
@@ -393,6 +396,17 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(HTTPStatus.OK, record)
 
+        def _method_not_allowed(self) -> None:
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self.send_header("Allow", "GET, POST")
+            data = json.dumps({"error": f"Method {self.command} is not allowed; use GET or POST."})
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data.encode("utf-8"))
+
+        do_PUT = do_DELETE = do_PATCH = _method_not_allowed  # noqa: N815 - http.server naming
+
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
             split = urlsplit(self.path)
             match = ACTION_ROUTE.match(split.path)
@@ -475,6 +489,13 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._reject(
                     HTTPStatus.BAD_REQUEST, "Content-Length is not an integer.", **rejection
+                )
+                return None
+            if length < 0:
+                self._reject(
+                    HTTPStatus.BAD_REQUEST,
+                    f"Content-Length {length} is negative; send the body's size in bytes.",
+                    **rejection,
                 )
                 return None
             if length > gateway.max_body_bytes:

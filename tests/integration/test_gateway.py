@@ -182,3 +182,45 @@ def test_audit_log_chain(gateway, auth):
     assert verify_audit_log(path) == len(records)
     assert {"invoke", "reject"} <= {record["event"] for record in records}
     assert all(auth[1] not in json.dumps(record) for record in records)
+
+
+def _raw_request(gateway, request: bytes, timeout: float = 10.0) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gateway.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks):
+                break
+    return b"".join(chunks)
+
+
+def test_negative_content_length_400(gateway, auth):
+    import base64
+
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    request = (
+        b"POST /api/v1/namespaces/saodf/actions/echo?blocking=true HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nAuthorization: Basic " + token.encode() + b"\r\n"
+        b"Content-Length: -5\r\n\r\n"
+    )
+    reply = _raw_request(gateway, request)
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert b"negative" in reply or b"Content-Length" in reply
+
+
+def test_put_method_not_allowed_json(gateway, auth):
+    reply = requests.put(_action_url(gateway, "echo"), json={}, auth=auth, timeout=10)
+    assert reply.status_code == 405
+    assert "not allowed" in reply.json()["error"]
+    assert reply.headers["Allow"] == "GET, POST"

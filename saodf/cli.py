@@ -22,10 +22,12 @@ stack_app = typer.Typer(
 )
 data_app = typer.Typer(help="Public datasets.", no_args_is_help=True)
 actions_app = typer.Typer(help="OpenWhisk actions.", no_args_is_help=True)
+cache_app = typer.Typer(help="The Redis forecast cache.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(actions_app, name="actions")
+app.add_typer(cache_app, name="cache")
 app.add_typer(evaluate_app, name="evaluate")
 app.command("bench")(bench_command)
 
@@ -214,6 +216,30 @@ def data_fetch(
         fetch(dataset, dest, overwrite=overwrite, echo=typer.echo)
     except SaodfError as exc:
         _fail(exc)
+
+
+@cache_app.command("populate")
+def cache_populate(
+    run_key: Optional[str] = typer.Option(
+        None, help="Run key to load (default: the newest finished run)."
+    ),
+):
+    """Fill the Redis forecast cache again from a finished run's batch-transform output."""
+    from saodf import pipeline
+
+    settings = get_settings()
+    try:
+        runs = pipeline.finished_runs(settings)
+        chosen = next((r for r in runs if run_key in (None, r["scope"]["run_key"])), None)
+        if chosen is None:
+            known = ", ".join(r["scope"]["run_key"] for r in runs[:5]) or "none"
+            raise SaodfError(
+                f"no finished run {run_key or ''} in {settings.lake_url}; newest: {known}"
+            )
+        result = pipeline.populate_cache(chosen["scope"], settings)
+    except SaodfError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"run_key": chosen["scope"]["run_key"], **result["stats"]}, default=str))
 
 
 @actions_app.command("package")

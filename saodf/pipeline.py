@@ -399,3 +399,16 @@ def merge_window_events(events: list[dict[str, Any]]) -> dict[str, Any]:
         "message_count": sum(int(event.get("message_count") or 0) for event in events),
     }
     return scope_from_window_event(merged)
+
+
+def finished_runs(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Return the done markers of finished runs, newest first."""
+    settings = settings or get_settings()
+    fs, root = fsspec.core.url_to_fs(settings.lake_path("runs"))
+    if not fs.exists(root):
+        return []
+    markers = []
+    for path in fs.glob(f"{root}/*/done.json"):
+        with fs.open(path, "r") as handle:
+            markers.append(json.load(handle))
+    return sorted(markers, key=lambda marker: marker.get("finished_at", ""), reverse=True)

@@ -396,8 +396,18 @@ def choose_target_metric(metrics: Sequence[str], requested: str) -> str | None:
     return available[0] if available else None
 
 
+ARRIVAL_ORDER = ("kafka_partition", "kafka_offset")
+
+
 def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) -> DeviceResult:
-    """Prepare one device's raw long-format rows (``timestamp``, ``metric``, ``value``)."""
+    """Prepare one device's raw long-format rows (``timestamp``, ``metric``, ``value``).
+
+    Rows with ``kafka_partition`` and ``kafka_offset`` are put in arrival order first, so
+    that out-of-order counts and the choice among duplicate timestamps (the last to
+    arrive) do not depend on how an engine ordered the rows.
+    """
+    if all(column in rows.columns for column in ARRIVAL_ORDER):
+        rows = rows.sort_values(list(ARRIVAL_ORDER), kind="mergesort")
     metric = choose_target_metric(rows["metric"].dropna().unique().tolist(), config.target_metric)
     if metric is None:
         reason = (

@@ -24,7 +24,11 @@ RESULT_SCHEMA = (
     "device_id string, timestamp timestamp, target double, is_outlier boolean, "
     "is_imputed boolean, freq string, target_metric string, skip_reason string, stats string"
 )
-RAW_COLUMNS = ["device_id", "timestamp", "metric", "value"]
+RAW_COLUMNS = ["device_id", "timestamp", "metric", "value", "kafka_partition", "kafka_offset"]
+RAW_SCHEMA = (
+    "device_id string, timestamp timestamp, metric string, value double, "
+    "kafka_partition int, kafka_offset long"
+)
 
 
 def _session(master: str | None = "local[2]"):
@@ -136,11 +140,12 @@ def prepare_devices_spark(
 def _prepare_on(
     spark, raw: pd.DataFrame, config: PrepareConfig, master: str | None
 ) -> list[DeviceResult]:
-    source = raw[RAW_COLUMNS].copy()
+    source = raw.reindex(columns=RAW_COLUMNS).copy()
     source["timestamp"] = source["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
-    frame = spark.createDataFrame(
-        source, schema="device_id string, timestamp timestamp, metric string, value double"
-    )
+    # Frames from outside the raw zone may lack offsets; -1 keeps Spark's row order.
+    source["kafka_partition"] = source["kafka_partition"].fillna(-1).astype("int32")
+    source["kafka_offset"] = source["kafka_offset"].fillna(-1).astype("int64")
+    frame = spark.createDataFrame(source, schema=RAW_SCHEMA)
 
     def apply(rows: pd.DataFrame) -> pd.DataFrame:
         rows = rows.assign(timestamp=pd.to_datetime(rows["timestamp"]).dt.tz_localize("UTC"))

@@ -96,11 +96,15 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def to_utc(timestamps: pd.Series, assume_tz: str = "UTC") -> pd.Series:
-    """Convert timestamps to UTC, taking naive ones to be in ``assume_tz``."""
+    """Convert timestamps to UTC nanoseconds, taking naive ones to be in ``assume_tz``.
+
+    One unit matters because time interpolation computes with the integer timestamps:
+    the same instants in microseconds and in nanoseconds can round differently.
+    """
     values = pd.to_datetime(timestamps)
     if values.dt.tz is None:
         values = values.dt.tz_localize(assume_tz, ambiguous="NaT", nonexistent="NaT")
-    return values.dt.tz_convert("UTC")
+    return values.dt.tz_convert("UTC").dt.as_unit("ns")
 
 
 def order_and_deduplicate(frame: pd.DataFrame, keep: str = "last") -> tuple[pd.DataFrame, int, int]:

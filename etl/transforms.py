@@ -27,8 +27,8 @@ DUPLICATE_POLICIES = ("last", "mean")
 # distribution (Iglewicz and Hoaglin's modified z-score).
 MAD_SCALE = 0.6745
 # When more than half of the values equal the median, the MAD is 0. The score then uses
-# the mean absolute deviation from the median times sqrt(pi / 2), which estimates the
-# standard deviation of a normal distribution (the fallback IBM SPSS documents).
+# the mean absolute deviation from the median times sqrt(pi / 2), because for a normal
+# distribution that product equals the standard deviation.
 MEAN_AD_SCALE = 1.253314
 
 # Default maximum number of steps of one prepared series: a bound on memory, because one

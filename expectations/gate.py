@@ -276,7 +276,7 @@ def _run_suite(
     parameters: dict[str, Any],
     docs_dir: Path | None,
 ):
-    """Validate ``frame``; with ``docs_dir``, in a fresh context that renders Data Docs there.
+    """Validate ``frame``, in a fresh context that renders Data Docs when ``docs_dir`` is set.
 
     A fresh context keeps the Data Docs of one batch free of the other validations that
     this process ran.

@@ -3,7 +3,7 @@
 Each pipeline run owns a workspace ``<SAODF_HOME>/batch/<run_key>``. When Terraform can
 run (the ``aws`` target, or locally a ``terraform`` binary plus a filesystem mirror of the
 ``hashicorp/aws`` provider and an AWS endpoint such as ``moto_server``), the workspace's
-``terraform/`` folder holds a copy of ``infra/batch`` with the run's variables and its
+``terraform/`` folder contains a copy of ``infra/batch`` with the run's variables and its
 backend: a local state file for the local target, one S3 state key per run on AWS.
 :func:`teardown_batch` destroys that stack, retries a failed destroy, and raises
 :class:`TeardownError` listing the resources that are still in the state. Without
@@ -65,7 +65,7 @@ class TerraformError(SaodfError):
 
 @dataclass(frozen=True)
 class TerraformSetup:
-    """Where Terraform, its provider mirror and the remote state are, and how hard to retry."""
+    """Location of Terraform, its provider mirror and the remote state, and the retry policy."""
 
     binary: str | None
     plugin_dir: Path | None
@@ -346,7 +346,7 @@ def _destroy_with_retries(
     env: Mapping[str, str] | None,
     log: LogFunction,
 ) -> tuple[list[str], int]:
-    """Run ``terraform destroy`` until the state holds no managed resource or attempts run out."""
+    """Run ``terraform destroy`` until the state contains no managed resource or attempts run out."""
     if not tf_dir.exists():
         # On AWS the state lives in S3, so a worker without the workspace rebuilds it.
         logger.info(
@@ -417,15 +417,19 @@ def prepare_workspace(
     for source in [*sources, BATCH_STACK_DIR / ".terraform.lock.hcl"]:
         if source.exists():
             shutil.copy2(source, tf_dir / source.name)
+
     if settings.target == "aws":
         (tf_dir / "backend_override.tf").unlink(missing_ok=True)
         _write_text(tf_dir / "backend.hcl", _s3_backend_config(settings, run_key, setup))
     else:
         _write_text(tf_dir / "backend_override.tf", LOCAL_BACKEND)
+
     if settings.aws_endpoint_url:
         _write_text(tf_dir / "provider_override.tf", _endpoint_provider(settings.aws_endpoint_url))
     else:
         (tf_dir / "provider_override.tf").unlink(missing_ok=True)
+
+    # Variables of earlier calls (the apply's extras) stay, so the destroy sees the same inputs.
     tfvars_path = tf_dir / "terraform.tfvars.json"
     stored = json.loads(tfvars_path.read_text(encoding="utf-8")) if tfvars_path.exists() else {}
     values = {

@@ -100,7 +100,7 @@ def test_batch_destroy_failure_lists_survivors(saodf_env, aws, kms_key, tf_setup
     state = saodf_env.batch_dir / "window-tffail" / "terraform" / "terraform.tfstate"
     assert state.exists()
 
-    # Once the API answers again, rerunning the teardown destroys what survived.
+    # Once the API responds again, rerunning the teardown destroys what survived.
     result = teardown.teardown_batch(saodf_env, "window-tffail", setup=tf_setup)
     assert set(raised.value.survivors) <= set(result["destroyed"])
     assert not bucket_exists(aws("s3"), bucket)

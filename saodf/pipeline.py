@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -350,19 +349,23 @@ def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> d
 
 
 def teardown(scope: dict[str, Any] | None, run_key: str, settings: Settings | None = None) -> dict:
-    """Remove the run's local batch workspace; on AWS the batch stack is destroyed instead."""
+    """Destroy the run's batch stack if one was applied, then remove its batch workspace.
+
+    On the aws target this is ``terraform destroy`` of the run's workspace, retried, and a
+    failure names the resources that survived. Locally, without an applied stack, it
+    removes the workspace folder (model checkpoints and scratch files).
+    """
+    from saodf.teardown import teardown_batch
+
     settings = settings or get_settings()
-    started = time.monotonic()
+    result = teardown_batch(
+        settings, run_key, log=lambda line: logger.info("teardown %s: %s", run_key, line)
+    )
     path = settings.batch_dir / run_key
-    existed = path.exists()
-    if existed:
-        shutil.rmtree(path)
     if path.exists():
         raise SaodfError(f"teardown failed: batch workspace {path} still exists after removal")
-    logger.info(
-        "teardown of run %s: workspace %s %s", run_key, path, "removed" if existed else "absent"
-    )
-    return {"workspace": str(path), "removed": existed, "seconds": time.monotonic() - started}
+    logger.info("teardown of run %s: %s", run_key, result)
+    return result
 
 
 def report_cost(

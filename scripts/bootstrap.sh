@@ -46,4 +46,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+# checkov and check-jsonschema live in their own venvs (checkov pins an old boto3 and
+# replaces python-hcl2); the infra tests skip their checks when the tools are missing.
+if [ ! -x .saodf/tools/checkov/bin/checkov ] || [ ! -x .saodf/tools/check-jsonschema/bin/check-jsonschema ]; then
+  if ! PYTHON="$PYTHON" infra/tools/install-tools.sh; then
+    echo "warning: infra static-check tools could not be installed; their tests will be skipped" >&2
+  fi
+fi
 echo "environment ready: $VENV"

@@ -68,11 +68,17 @@ def backfill_runs(client, from_date: datetime, to_date: datetime) -> list[dict[s
     runs = client.get(
         f"/dags/{DAG_ID}/dagRuns",
         run_type="backfill",
-        logical_date_gte=from_date.isoformat(),
-        logical_date_lte=to_date.isoformat(),
+        # Backfill dates are trigger times (run_after); a run's logical date is the start of
+        # its data interval, one hour earlier for this DAG's timetable.
+        run_after_gte=from_date.isoformat(),
+        run_after_lte=to_date.isoformat(),
         limit=1000,
     ).get("dag_runs", [])
     return [r for r in runs if r.get("run_type") == "backfill"]
+
+
+def backfills(client) -> list[dict[str, Any]]:
+    return client.get("/backfills", dag_id=DAG_ID, limit=1000).get("backfills", [])
 
 
 def run_backfill(
@@ -83,14 +89,20 @@ def run_backfill(
     timeout: float = 3600.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Create the backfill and wait until its runs finish; return their states."""
+    """Create the backfill and wait until Airflow marks it completed; return its runs' states.
+
+    Airflow creates a backfill's runs as earlier ones finish (``max_active_runs``), so the
+    backfill's ``completed_at``, not the runs seen so far, tells when it is done.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from saodf.airflow_api import AirflowClient
 
     client = AirflowClient(settings)
-    before = {r["dag_run_id"] for r in backfill_runs(client, from_date, to_date)}
+    known_backfills = {b["id"] for b in backfills(client)}
+    before = {r["dag_run_id"]: r["state"] for r in backfill_runs(client, from_date, to_date)}
     output = create_backfill(settings, from_date, to_date, reprocess)
+    created = [b for b in backfills(client) if b["id"] not in known_backfills]
     deadline = time.monotonic() + timeout
     runs: list[dict[str, Any]] = []
     with Progress(
@@ -101,24 +113,27 @@ def run_backfill(
         disable=not progress,
     ) as bar:
         task = bar.add_task(DAG_ID, total=None)
-        while time.monotonic() < deadline:
+        while True:
             runs = backfill_runs(client, from_date, to_date)
             done = sum(1 for r in runs if r["state"] in FINISHED)
             bar.update(task, total=len(runs), completed=done)
-            if runs and done == len(runs):
+            if not created:
+                # Nothing new to run (every date had a run and reprocess is "none").
                 break
-            if not runs and time.monotonic() > deadline - timeout + 30:
+            backfill = client.get(f"/backfills/{created[0]['id']}")
+            if backfill.get("completed_at") and done == len(runs):
                 break
+            if time.monotonic() > deadline:
+                raise SaodfError(
+                    f"backfill {created[0]['id']} did not finish within {timeout:.0f} s: "
+                    f"{done} of {len(runs)} runs finished"
+                )
             time.sleep(3)
-        else:
-            raise SaodfError(
-                f"backfill did not finish within {timeout:.0f} s: "
-                f"{sum(1 for r in runs if r['state'] in FINISHED)} of {len(runs)} runs finished"
-            )
     states: dict[str, int] = {}
     for run in runs:
         states[run["state"]] = states.get(run["state"], 0) + 1
     return {
+        "backfill_id": created[0]["id"] if created else None,
         "runs": len(runs),
         "new_runs": len([r for r in runs if r["dag_run_id"] not in before]),
         "states": states,

@@ -92,7 +92,7 @@ def run_backfill(
     """Create the backfill and wait until Airflow marks it completed; return its runs' states.
 
     Airflow creates a backfill's runs as earlier ones finish (``max_active_runs``), so the
-    backfill's ``completed_at``, not the runs seen so far, tells when it is done.
+    backfill's ``completed_at``, not the runs seen so far, marks the end.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

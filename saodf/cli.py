@@ -83,7 +83,12 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        state = "healthy" if row["healthy"] else ("running" if row["pid"] else "stopped")
+        if row["healthy"]:
+            state = "healthy"
+        elif row["pid"]:
+            state = "running"
+        else:
+            state = "stopped"
         typer.echo(
             f"  {row['name']:<22} {state:<8} pid={row['pid'] or '-':<8} port={row['port'] or '-'}"
         )

@@ -1,9 +1,9 @@
 """Drift of device telemetry against the data the champion was trained on.
 
-Two input-distribution scores per device, the population stability index (PSI) over
-quantile bins of the training data and the two-sample Kolmogorov-Smirnov statistic,
-plus a residual score: the mean error of the cached forecast over the recent readings
-it covers, in units of the training data's standard deviation. A device drifts when any
+Each device gets two input-distribution scores and a residual score. The first is the
+population stability index (PSI) over quantile bins of the training data, the second
+the two-sample Kolmogorov-Smirnov statistic. The residual score is the mean error of the
+cached forecast over the recent readings it covers, in training standard deviations. A device drifts when any
 score crosses its limit; the ``drift_monitor`` DAG then requests a retraining run.
 """
 
@@ -25,7 +25,7 @@ from saodf.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 # PSI above 0.25 is the usual threshold for a significant population shift in credit
-# scoring practice; the KS and residual limits are starting points to tune per fleet.
+# scoring practice. The KS and residual limits are starting points to tune per fleet.
 DEFAULT_PSI_LIMIT = 0.25
 DEFAULT_KS_LIMIT = 0.3
 DEFAULT_RESIDUAL_LIMIT = 3.0
@@ -136,7 +136,7 @@ def _iso(moment: datetime) -> str:
 def retrain_request(
     results: list[DeviceDrift], end: datetime, start: datetime | None = None
 ) -> dict[str, Any] | None:
-    """Build the asset-event payload that asks the pipeline to retrain, or None without drift.
+    """Build the asset-event payload that requests retraining, or None without drift.
 
     The payload has the fields of a window event, with ``[start, end)`` the recent data
     that was scored.

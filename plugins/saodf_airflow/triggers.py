@@ -1,7 +1,7 @@
 """Event trigger that turns window events on ``telemetry.windows`` into asset events.
 
 It builds on the Kafka provider's ``KafkaSharedStreamTrigger`` (provider 2.1, Airflow
-3.3): one consumer is shared by every watcher of the topic and offsets are committed
+3.3). One consumer is shared by every watcher of the topic, and offsets are committed
 only after the trigger event is stored, so a triggerer crash redelivers a window
 instead of losing it. The provider's ``MessageQueueTrigger(scheme="kafka")`` also
 receives events from the local broker, but it commits the offset before the event is

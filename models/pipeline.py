@@ -480,7 +480,10 @@ def _log_model_run(
     metrics = dict(backtest_result["metrics"])
     for index, window_metrics in enumerate(backtest_result["windows"]):
         metrics[f"window_{index}_mean_wql"] = window_metrics["mean_wql"]
+    # A nested run without experiment_id lands in the active (default) experiment,
+    # not in its parent's, so pass the parent's experiment.
     with mlflow.start_run(
+        experiment_id=mlflow.active_run().info.experiment_id,
         run_name=f"{base_tags['group']}-{kind}",
         nested=True,
         tags={**base_tags, "model_kind": kind, "cost_instance_type": LOCAL_REFERENCE_INSTANCE},

@@ -121,3 +121,33 @@ def test_run_logs_hash_charts_backtest(mlflow_uri, two_runs):
         assert "window_2_mean_wql" in metrics
     assert hashes == {first["data_hash"]}
     assert set(first["metrics"]) == {"deepar", "seasonal_naive", "auto_ets"}
+
+
+def test_compare_reads_runs(mlflow_uri, two_runs, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from saodf.cli_models import models_app
+
+    first, _ = two_runs
+    experiment = first["model_name"].removesuffix("-1h") + "-experiment"
+    app = typer.Typer()
+    app.add_typer(models_app, name="models")
+    result = CliRunner().invoke(
+        app,
+        [
+            "models",
+            "compare",
+            "--experiment",
+            experiment,
+            "--tracking-uri",
+            mlflow_uri,
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert markdown.count("| run-1 | 1h |") == 3
+    assert markdown.count("| run-2 | 1h |") == 3
+    assert "<table>" in (tmp_path / "comparison.html").read_text()

@@ -1,0 +1,169 @@
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from models.cost import (
+    billable_seconds,
+    cost_per_1000_forecasts,
+    load_prices,
+    price,
+    training_job_cost_from_description,
+)
+from models.cost_report import (
+    DESIGNS,
+    Workload,
+    build_report,
+    check_claims,
+    cost_chart,
+    design_costs,
+    payload_sweep,
+)
+from models.errors import ModelInputError
+
+
+def test_prices_have_source_and_date():
+    for price_id, entry in load_prices().items():
+        assert entry["source_url"].startswith("https://"), price_id
+        assert len(entry["as_of"]) == 10, price_id
+
+
+def test_prices_cover_issue_services():
+    ids = set(load_prices())
+    for needed in (
+        "sagemaker.training.ml.m5.xlarge",
+        "sagemaker.spot_savings",
+        "sagemaker.transform.ml.m5.large",
+        "glue.dpu_hour",
+        "elasticache.cache.t3.small",
+        "msk.kafka.m5.large",
+    ):
+        assert needed in ids
+
+
+def test_prices_reject_missing_source(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"prices": [{"id": "x", "usd": 1, "unit": "h", "as_of": "d"}]}))
+    with pytest.raises(ModelInputError, match=r"entry 0 lacks \['source_url'\]"):
+        load_prices(path)
+
+
+def test_price_unknown_id():
+    with pytest.raises(ModelInputError, match=r"price 'nope' is not in the prices file"):
+        price("nope")
+
+
+def test_cost_per_1000_forecasts():
+    assert cost_per_1000_forecasts(0.5, 2000) == pytest.approx(0.25)
+
+
+def test_cost_per_1000_rejects_zero():
+    with pytest.raises(ModelInputError, match=r"forecasts=0 is invalid"):
+        cost_per_1000_forecasts(0.5, 0)
+
+
+def test_billable_prefers_sagemaker_field():
+    seconds, source = billable_seconds({"BillableTimeInSeconds": 120, "TrainingTimeInSeconds": 400})
+    assert seconds == 120.0
+    assert source == "BillableTimeInSeconds"
+
+
+def test_billable_from_times():
+    start = datetime(2024, 1, 1, 0, 0, 0)
+    description = {
+        "TrainingStartTime": start,
+        "TrainingEndTime": start + timedelta(seconds=90),
+        "ResourceConfig": {"InstanceCount": 2},
+    }
+    assert billable_seconds(description) == (180.0, "start_end_times")
+
+
+def test_billable_missing_raises():
+    with pytest.raises(ModelInputError, match=r"training job 'j' has no billable time yet"):
+        billable_seconds({"TrainingJobName": "j"})
+
+
+def test_spot_job_cost_measured_saving():
+    description = {
+        "TrainingJobName": "j",
+        "BillableTimeInSeconds": 1080,
+        "TrainingTimeInSeconds": 3600,
+        "EnableManagedSpotTraining": True,
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+    }
+    cost = training_job_cost_from_description(description)
+    # 1,080 billed seconds at 0.23 USD per hour on demand; SageMaker already applied Spot.
+    assert cost["estimated_cost_usd"] == pytest.approx(0.069)
+    assert cost["spot_savings_measured"] == pytest.approx(0.7)
+    assert cost["spot"] is True
+
+
+def test_designs_all_priced():
+    costs = design_costs(Workload())
+    for design in DESIGNS:
+        assert costs[design]["monthly_usd"] > 0
+        assert costs[design]["per_1000_requests"] > 0
+
+
+def test_spot_cheaper_than_on_demand_batch():
+    costs = design_costs(Workload())
+    assert costs["batch_spot"]["per_batch_job_usd"] < costs["batch"]["per_batch_job_usd"]
+
+
+def test_endpoint_scales_with_payload():
+    small = design_costs(replace(Workload(), payload_kb=1))
+    large = design_costs(replace(Workload(), payload_kb=1024))
+    assert large["always_on"]["endpoint_instances"] > small["always_on"]["endpoint_instances"]
+
+
+def test_no_spot_discount_no_saving():
+    prices = load_prices()
+    prices["sagemaker.spot_savings"] = {**prices["sagemaker.spot_savings"], "usd": 0.0}
+    workload = replace(Workload(), interruption_rate=0.0)
+    costs = design_costs(workload, prices)
+    claims = check_claims(costs, payload_sweep(workload, prices=prices))
+    assert claims["spot_job_saving"] == pytest.approx(0.0)
+    assert claims["spot_verdict"] == "contradicts"
+
+
+def test_claims_verdict_wording():
+    report = build_report(Workload())
+    claims = report["claims"]
+    assert claims["endpoint_verdict"] in (
+        "supports",
+        "contradicts",
+        "does not match (the saving here is larger than claimed)",
+    )
+    assert "about 42% cheaper" in claims["statements"][0]
+    assert "up to 51% cheaper" in claims["statements"][2]
+    assert list(claims["spot_saving_by_discount"]) == ["0.50", "0.60", "0.70", "0.80", "0.90"]
+
+
+def test_cost_chart_png(tmp_path):
+    path = cost_chart(tmp_path / "c.png", payload_sweep(Workload()))
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_cost_report_writes_files(tmp_path):
+    from saodf.cli_models import cost_app
+
+    app = typer.Typer()
+    app.add_typer(cost_app, name="cost")
+    result = CliRunner().invoke(app, ["cost", "report", "--out", str(tmp_path), "--devices", "50"])
+    assert result.exit_code == 0, result.output
+    assert "| hybrid_cache |" in result.output
+    assert (tmp_path / "cost_per_1000_requests.png").exists()
+    assert json.loads((tmp_path / "cost_report.json").read_text())["workload"]["devices"] == 50
+
+
+def test_cli_cost_rejects_hit_rate(tmp_path):
+    from saodf.cli_models import cost_app
+
+    app = typer.Typer()
+    app.add_typer(cost_app, name="cost")
+    result = CliRunner().invoke(app, ["cost", "report", "--cache-hit-rate", "2"])
+    assert result.exit_code == 1
+    assert "cache_hit_rate=2.0 is outside [0, 1]" in result.output

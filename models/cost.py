@@ -235,8 +235,12 @@ def log_cost_summary(
     instance_type: str = LOCAL_REFERENCE_INSTANCE,
     spot_stages: tuple[str, ...] = ("train",),
     spot_savings: float = DEFAULT_SPOT_SAVINGS,
+    forecast_count: int | None = None,
 ) -> dict:
     """Log one MLflow run with the seconds and estimated USD of each stage and the total.
+
+    With ``forecast_count`` (series forecast by the run) the run also gets
+    ``cost_per_1000_forecasts_usd``, the total cost per 1,000 forecasts.
 
     Stages named in ``spot_stages`` are priced with the Spot saving, the others at the
     on-demand price. Metrics are ``{stage}_seconds``, ``{stage}_cost_usd``,
@@ -261,6 +265,9 @@ def log_cost_summary(
     total_seconds = sum(s["seconds"] for s in stages.values())
     total_cost = sum(s["estimated_cost_usd"] for s in stages.values())
     metrics = {"total_seconds": total_seconds, "total_cost_usd": total_cost}
+    if forecast_count:
+        metrics["forecasts"] = float(forecast_count)
+        metrics["cost_per_1000_forecasts_usd"] = cost_per_1000_forecasts(total_cost, forecast_count)
     for stage, estimate in stages.items():
         metrics[f"{stage}_seconds"] = estimate["seconds"]
         metrics[f"{stage}_cost_usd"] = estimate["estimated_cost_usd"]
@@ -294,6 +301,7 @@ def log_cost_summary(
     )
     return {
         "run_id": run_id,
+        "cost_per_1000_forecasts_usd": metrics.get("cost_per_1000_forecasts_usd"),
         "stages": stages,
         "total_seconds": total_seconds,
         "total_cost_usd": total_cost,

@@ -12,6 +12,7 @@ import typer
 from saodf.cli_dlq import dlq_app
 from saodf.cli_eval import bench as bench_command
 from saodf.cli_eval import evaluate_app
+from saodf.cli_models import cost_app, models_app
 from saodf.config import get_settings
 from saodf.errors import SaodfError
 from saodf.log import configure_logging
@@ -29,6 +30,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(actions_app, name="actions")
 app.add_typer(cache_app, name="cache")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(models_app, name="models")
+app.add_typer(cost_app, name="cost")
 app.command("bench")(bench_command)
 
 

@@ -324,10 +324,16 @@ def print_summary(settings: Settings, report: DemoReport, total_seconds: float, 
     for group, info in sorted(report.groups.items()):
         deepar = info.get("metrics", {}).get("deepar", {})
         baseline = info.get("metrics", {}).get("seasonal_naive", {})
+        candidate = info.get("candidate_kind", info.get("champion_kind"))
+        promoted = "promoted" if info.get("promoted", True) else "not promoted"
         echo(
-            f"  group {group:<8} champion {info.get('champion_kind')} = "
-            f"{info.get('model_name')} v{info.get('model_version')} "
-            f"(MLflow run {info.get('run_ids', {}).get(info.get('champion_kind'))})"
+            f"  group {group:<8} candidate {candidate} v{info.get('candidate_version', '?')} "
+            f"(MLflow run {info.get('run_ids', {}).get(candidate)}), {promoted}: "
+            f"{info.get('promotion_reason', '')}"
+        )
+        echo(
+            f"                   champion now {info.get('model_name')} v{info.get('model_version')} "
+            f"({info.get('champion_kind')})"
         )
         echo(
             f"                   mean wQL DeepAR {deepar.get('mean_wql', float('nan')):.4f} vs "

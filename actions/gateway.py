@@ -140,6 +140,9 @@ class Gateway:
         self._pool_locks: dict[tuple[str, str], threading.Lock] = {}
         self._pools_lock = threading.Lock()
         self.keys = keys
+        self._keys_path = settings.home / "secrets" / "gateway_keys.json"
+        self._keys_mtime_ns = self._keys_stamp()
+        self._keys_lock = threading.Lock()
         self.max_body_bytes = max_body_bytes
         self.audit = AuditLog(settings.log_dir / "audit.jsonl")
         self.metrics = GatewayMetrics()
@@ -148,8 +151,36 @@ class Gateway:
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saodf-nonblocking")
         self._cache = None
 
+    def _keys_stamp(self) -> int | None:
+        try:
+            return self._keys_path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def refresh_keys(self) -> None:
+        """Read the keys file again when it changed, so rotated and deleted keys stop at once."""
+        stamp = self._keys_stamp()
+        if stamp is None or stamp == self._keys_mtime_ns:
+            return
+        with self._keys_lock:
+            if stamp == self._keys_mtime_ns:
+                return
+            try:
+                keys = json.loads(self._keys_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                logger.error(
+                    "gateway keys file %s unreadable, keeping the old keys: %s",
+                    self._keys_path,
+                    exc,
+                )
+                return
+            self.keys = {str(name): str(key) for name, key in keys.items()}
+            self._keys_mtime_ns = stamp
+            logger.info("gateway keys reloaded: %d namespaces", len(self.keys))
+
     def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
         """Return ``(namespace, subject uuid)`` of valid basic credentials, else ``(None, reason)``."""
+        self.refresh_keys()
         if not header or not header.startswith("Basic "):
             return None, "missing basic credentials"
         try:
@@ -295,6 +326,18 @@ class Gateway:
             return None
 
 
+def _device_fields(device_id: Any) -> dict[str, str]:
+    """Return the audit fields of a call's ``device_id``: the id, or a flagged invalid one."""
+    from saodf.telemetry import DEVICE_ID_PATTERN
+
+    if device_id is None:
+        return {}
+    if isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id):
+        return {"device_id": device_id}
+    # Ids that break the contract (path traversal, wrong type) are kept, cut short, as evidence.
+    return {"bad_device_id": repr(device_id)[:80]}
+
+
 def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -330,14 +373,20 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             self, status: int, reason: str, namespace: str | None = None, **fields: Any
         ) -> None:
             gateway.metrics.reject(status)
+            path = urlsplit(self.path).path
+            client = self.client_address[0]
             gateway.audit.append(
                 "reject",
                 method=self.command,
-                path=urlsplit(self.path).path,
-                client=self.client_address[0],
+                path=path,
+                client=client,
                 http_status=status,
                 namespace=namespace,
                 reason=reason,
+                tenant=namespace,
+                actor=fields.get("subject") or f"client:{client}",
+                resource=path,
+                outcome="rejected",
                 **fields,
             )
             logger.warning(
@@ -364,6 +413,7 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                     f"{path_namespace!r}.",
                     namespace=namespace,
                     subject=detail,
+                    target_namespace=path_namespace,
                 )
                 return None
             return namespace, detail or ""
@@ -436,10 +486,18 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             blocking = query.get("blocking", ["false"])[0].lower() == "true"
             result_only = query.get("result", ["false"])[0].lower() == "true"
             activation_id = uuid.uuid4().hex
-            api_key = gateway.keys[namespace]
+            api_key = gateway.keys.get(namespace, "")
+            accepted = {
+                "tenant": namespace,
+                "actor": subject,
+                "resource": f"/{namespace}/actions/{action}",
+                **_device_fields(params.get("device_id")),
+            }
             if not blocking:
                 gateway.audit.append(
                     "invoke",
+                    **accepted,
+                    outcome="accepted",
                     namespace=namespace,
                     subject=subject,
                     action=action,
@@ -463,6 +521,8 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 http_status = HTTPStatus.BAD_GATEWAY
             gateway.audit.append(
                 "invoke",
+                **accepted,
+                outcome="succeeded" if status == SUCCESS else "failed",
                 namespace=namespace,
                 subject=subject,
                 action=action,

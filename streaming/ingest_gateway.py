@@ -21,6 +21,7 @@ Run it with ``python -m streaming.ingest_gateway`` (port ``SAODF_INGEST_PORT``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
@@ -33,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from actions.audit import AuditLog
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.log import configure_logging
@@ -186,6 +188,9 @@ class IngestGateway:
         self.config = config or IngestConfig()
         self.router = router or IngestRouter(settings, self.config)
         self.tokens = DeviceTokens(settings)
+        # Its own file: the action gateway's process appends to audit.jsonl, and two writers
+        # of one hash chain would interleave their records.
+        self.audit = AuditLog(settings.log_dir / "ingest_audit.jsonl")
         port = self.config.http_port if port is None else port
         self.server = ThreadingHTTPServer((settings.host, port), _handler_class(self))
         self.server.daemon_threads = True
@@ -215,6 +220,11 @@ class IngestGateway:
         logger.info("ingest gateway on %s stopped", self.url)
 
 
+def _tenant(device_id: str) -> str | None:
+    """Return the tenant part of a ``tenant.device`` id, or None for the stack's own devices."""
+    return device_id.split(".", 1)[0] if "." in device_id else None
+
+
 def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -233,8 +243,25 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _reject(self, status: HTTPStatus, message: str, headers=None, close=False) -> None:
+        def _audit(self, event: str, status: int, outcome: str, **fields: Any) -> None:
+            client = self.client_address[0]
+            gateway.audit.append(
+                event,
+                method=self.command,
+                path=self.path.split("?", 1)[0],
+                resource=self.path.split("?", 1)[0],
+                client=client,
+                http_status=int(status),
+                outcome=outcome,
+                actor=fields.pop("actor", None) or f"client:{client}",
+                **fields,
+            )
+
+        def _reject(
+            self, status: HTTPStatus, message: str, headers=None, close=False, **fields: Any
+        ) -> None:
             gateway.router.metrics.count_request("http", int(status))
+            self._audit("reject", status, "rejected", reason=message, **fields)
             logger.info(
                 "rejected %s %s from %s with %d: %s",
                 self.command,
@@ -278,25 +305,41 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             device_id = gateway.tokens.authenticate(token)
             if device_id is None:
+                # A digest prefix tells repeated guesses apart without keeping the token.
+                presented = (
+                    hashlib.sha256(token.encode("utf-8")).hexdigest()[:16] if token else None
+                )
                 self._reject(
                     HTTPStatus.UNAUTHORIZED,
                     "missing or unknown device token; send Authorization: Bearer <token>",
                     headers={"WWW-Authenticate": 'Bearer realm="saodf-ingest"'},
+                    token_digest=presented,
                 )
                 return
+            identity = {"actor": device_id, "device_id": device_id, "tenant": _tenant(device_id)}
             try:
                 result = ingest_payload(
                     gateway.router, body, device_id, "http", gateway.config.max_batch
                 )
             except BatchTooLargeError as exc:
-                self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, exc.reason)
+                self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, exc.reason, **identity)
                 return
             except DeadLetterError as exc:
                 logger.error("request from device %s not stored: %s", device_id, exc)
-                self._reject(HTTPStatus.INTERNAL_SERVER_ERROR, f"{exc}; send the request again")
+                self._reject(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, f"{exc}; send the request again", **identity
+                )
                 return
             status = HTTPStatus.BAD_REQUEST if result.invalid else HTTPStatus.ACCEPTED
             gateway.router.metrics.count_request("http", int(status))
+            self._audit(
+                "ingest",
+                status,
+                "partly rejected" if result.invalid else "accepted",
+                readings=len(result.results),
+                invalid=result.invalid,
+                **identity,
+            )
             self._send(int(status), result.to_dict())
 
     return Handler

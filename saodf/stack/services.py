@@ -133,6 +133,11 @@ def write_redis_config(settings: Settings, password: str) -> Path:
         f"user {settings.redis_user} on >{password} ~saodf:* resetchannels &saodf:* "
         "+@all -@dangerous +info +ping",
     ]
+    from saodf.tenants import REDIS_ADMIN_USER, redis_acl_lines, redis_admin_password
+
+    # The admin user sets the tenants' ACL users on a running server (ACL SETUSER).
+    lines.append(f"user {REDIS_ADMIN_USER} on >{redis_admin_password(settings)} ~* &* +@all")
+    lines.extend(redis_acl_lines(settings))
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")

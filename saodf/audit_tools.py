@@ -1,0 +1,313 @@
+"""Verify the audit logs and scan them for unauthorized access.
+
+The action gateway writes ``SAODF_HOME/logs/audit.jsonl`` and the ingest gateway
+``SAODF_HOME/logs/ingest_audit.jsonl``; both are hash-chained (see :mod:`actions.audit`).
+The detection rules read their records and raise one :class:`Alert` per rule, actor and
+time window:
+
+- ``brute_force``: wrong or malformed basic credentials at the action gateway;
+- ``cross_tenant``: a valid key used on another namespace's path;
+- ``invalid_token_burst``: missing or unknown device tokens at the ingest gateway;
+- ``malformed_input``: bodies that are not JSON objects, over the size limit, without a
+  usable length, or device ids that break the telemetry contract (path traversal);
+- ``unusual_volume``: an actor's calls in one window far above its usual rate.
+
+An actor is the key's subject uuid or device id when the caller authenticated, else
+``client:<address>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from actions.audit import AuditChainError, verify_audit_log
+from saodf.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl")
+MALFORMED_STATUSES = frozenset({400, 411, 413})
+INGEST_PREFIX = "/v1/"
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Thresholds of the detection rules; counts are per actor and window."""
+
+    window_seconds: float = 300.0
+    brute_force_failures: int = 3
+    invalid_token_failures: int = 3
+    malformed_requests: int = 1
+    volume_window_seconds: float = 60.0
+    volume_min_calls: int = 50
+    volume_factor: float = 5.0
+
+
+@dataclass
+class Alert:
+    """One finding: the rule, the actor, and the records that triggered it."""
+
+    rule: str
+    actor: str
+    count: int
+    first: str
+    last: str
+    evidence: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> tuple[str, str, str]:
+        return self.rule, self.actor, self.first
+
+
+@dataclass(frozen=True)
+class Record:
+    """An audit record with where it came from (``file:line``) and its time in epoch seconds."""
+
+    ref: str
+    at: float
+    data: dict[str, Any]
+
+    @property
+    def actor(self) -> str:
+        actor = self.data.get("actor") or self.data.get("subject")
+        return str(actor) if actor else f"client:{self.data.get('client', '?')}"
+
+
+def audit_paths(settings: Settings | None = None) -> list[Path]:
+    """Return the audit logs of a home that exist."""
+    settings = settings or get_settings()
+    return [settings.log_dir / name for name in AUDIT_FILES if (settings.log_dir / name).exists()]
+
+
+def verify(paths: Iterable[Path], expected_last: dict[str, str] | None = None) -> dict[str, int]:
+    """Check the hash chain of each log and return ``{path: records}``.
+
+    Args:
+        paths: the logs.
+        expected_last: ``{path: last hash}`` kept outside the logs; detects a cut tail too.
+
+    Raises:
+        AuditChainError: naming the log and the first record that breaks its chain.
+    """
+    counts = {}
+    for path in paths:
+        expected = (expected_last or {}).get(str(path))
+        counts[str(path)] = verify_audit_log(Path(path), expected)
+    return counts
+
+
+def _epoch(text: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def read_records(paths: Iterable[Path]) -> list[Record]:
+    """Return the records of every log, oldest first; lines that are not JSON are skipped."""
+    records = []
+    for path in paths:
+        with Path(path).open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    logger.warning("audit log %s line %d is not JSON; verify the log", path, number)
+                    continue
+                if isinstance(data, dict):
+                    records.append(Record(f"{path}:{number}", _epoch(data.get("time")), data))
+    records.sort(key=lambda record: record.at)
+    return records
+
+
+def _windows(
+    records: list[Record], rule: str, window: float, threshold: int, detail: str
+) -> Iterator[Alert]:
+    """Group each actor's records into windows from its first record; alert at ``threshold``."""
+    by_actor: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_actor[record.actor].append(record)
+    for actor, items in sorted(by_actor.items()):
+        group: list[Record] = []
+        for record in items + [None]:  # type: ignore[list-item]
+            if record is not None and (not group or record.at - group[0].at <= window):
+                group.append(record)
+                continue
+            if len(group) >= threshold:
+                yield Alert(
+                    rule=rule,
+                    actor=actor,
+                    count=len(group),
+                    first=group[0].data.get("time", ""),
+                    last=group[-1].data.get("time", ""),
+                    evidence=[item.ref for item in group],
+                    detail=detail,
+                )
+            group = [record] if record is not None else []
+
+
+def brute_force(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    failed = [
+        r
+        for r in records
+        if r.data.get("event") == "reject"
+        and r.data.get("http_status") == 401
+        and not str(r.data.get("path", "")).startswith(INGEST_PREFIX)
+    ]
+    yield from _windows(
+        failed,
+        "brute_force",
+        config.window_seconds,
+        config.brute_force_failures,
+        "wrong or missing gateway credentials",
+    )
+
+
+def cross_tenant(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    attempts = [
+        r
+        for r in records
+        if r.data.get("http_status") == 403
+        or (
+            r.data.get("target_namespace") is not None
+            and r.data.get("target_namespace") != r.data.get("namespace")
+        )
+    ]
+    yield from _windows(
+        attempts, "cross_tenant", config.window_seconds, 1, "valid key used on another namespace"
+    )
+
+
+def invalid_token_burst(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    failed = [
+        r
+        for r in records
+        if r.data.get("event") == "reject"
+        and r.data.get("http_status") == 401
+        and str(r.data.get("path", "")).startswith(INGEST_PREFIX)
+    ]
+    yield from _windows(
+        failed,
+        "invalid_token_burst",
+        config.window_seconds,
+        config.invalid_token_failures,
+        "missing or unknown device tokens",
+    )
+
+
+def malformed_input(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    bad = [
+        r
+        for r in records
+        if (r.data.get("event") == "reject" and r.data.get("http_status") in MALFORMED_STATUSES)
+        or r.data.get("bad_device_id") is not None
+        or (r.data.get("event") == "ingest" and r.data.get("invalid"))
+    ]
+    yield from _windows(
+        bad,
+        "malformed_input",
+        config.window_seconds,
+        config.malformed_requests,
+        "malformed, oversized or path-traversing requests",
+    )
+
+
+def unusual_volume(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    calls: dict[str, dict[int, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.data.get("event") in ("invoke", "ingest"):
+            bucket = int(record.at // config.volume_window_seconds)
+            calls[record.actor][bucket].append(record)
+    for actor, buckets in sorted(calls.items()):
+        counts = {bucket: len(items) for bucket, items in buckets.items()}
+        for bucket, items in sorted(buckets.items()):
+            others = [count for other, count in counts.items() if other != bucket]
+            usual = statistics.median(others) if others else 0.0
+            limit = max(config.volume_min_calls, config.volume_factor * usual)
+            if len(items) > limit:
+                yield Alert(
+                    rule="unusual_volume",
+                    actor=actor,
+                    count=len(items),
+                    first=items[0].data.get("time", ""),
+                    last=items[-1].data.get("time", ""),
+                    evidence=[item.ref for item in items],
+                    detail=(
+                        f"{len(items)} calls in {config.volume_window_seconds:.0f} s, "
+                        f"usually {usual:.0f}; the limit is {limit:.0f}"
+                    ),
+                )
+
+
+RULES: dict[str, Callable[[list[Record], RuleConfig], Iterator[Alert]]] = {
+    "brute_force": brute_force,
+    "cross_tenant": cross_tenant,
+    "invalid_token_burst": invalid_token_burst,
+    "malformed_input": malformed_input,
+    "unusual_volume": unusual_volume,
+}
+
+
+def detect(records: list[Record], config: RuleConfig | None = None) -> list[Alert]:
+    """Run every rule over ``records`` and return the alerts, oldest first."""
+    config = config or RuleConfig()
+    alerts = [alert for rule in RULES.values() for alert in rule(records, config)]
+    alerts.sort(key=lambda alert: (alert.first, alert.rule, alert.actor))
+    return alerts
+
+
+def scan(paths: Iterable[Path], config: RuleConfig | None = None) -> list[Alert]:
+    """Read the logs and return their alerts."""
+    return detect(read_records(paths), config)
+
+
+def watch(
+    paths: Iterable[Path],
+    on_alert: Callable[[Alert], None],
+    config: RuleConfig | None = None,
+    interval: float = 5.0,
+    max_seconds: float = 60.0,
+) -> int:
+    """Scan the logs every ``interval`` seconds for ``max_seconds``; report each alert once.
+
+    Returns:
+        The number of alerts reported.
+    """
+    paths = list(paths)
+    seen: set[tuple[str, str, str]] = set()
+    deadline = time.monotonic() + max_seconds
+    while True:
+        for alert in scan([path for path in paths if Path(path).exists()], config):
+            if alert.key() not in seen:
+                seen.add(alert.key())
+                logger.warning("alert %s for %s: %d records", alert.rule, alert.actor, alert.count)
+                on_alert(alert)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return len(seen)
+        time.sleep(min(interval, remaining))
+
+
+__all__ = [
+    "Alert",
+    "AuditChainError",
+    "Record",
+    "RuleConfig",
+    "audit_paths",
+    "detect",
+    "read_records",
+    "scan",
+    "verify",
+    "watch",
+]

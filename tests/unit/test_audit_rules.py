@@ -1,0 +1,159 @@
+"""Audit verification and detection rules on hand-made logs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from actions.audit import AuditChainError, AuditLog
+from saodf.audit_tools import RuleConfig, read_records, scan, verify
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _write(path, records):
+    """Write records with explicit times through AuditLog, so the chain is valid."""
+    log = AuditLog(path)
+    for seconds, event, fields in records:
+        stamp = (START + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+        log.append(event, **fields, time=stamp)
+    return path
+
+
+def _wrong_key(client="127.0.0.9"):
+    return {
+        "http_status": 401,
+        "path": "/api/v1/namespaces/acme/actions/forecast",
+        "client": client,
+        "actor": f"client:{client}",
+        "outcome": "rejected",
+    }
+
+
+def _invoke(actor="uuid-a", namespace="acme"):
+    return {"http_status": 200, "namespace": namespace, "actor": actor, "outcome": "succeeded"}
+
+
+def _rules(alerts):
+    return sorted({alert.rule for alert in alerts})
+
+
+@pytest.fixture
+def chain(tmp_path):
+    return _write(tmp_path / "audit.jsonl", [(i, "invoke", _invoke()) for i in range(5)])
+
+
+def test_verify_intact(chain):
+    assert verify([chain]) == {str(chain): 5}
+
+
+def test_verify_edited(chain):
+    lines = chain.read_text().splitlines()
+    lines[1] = lines[1].replace("uuid-a", "uuid-b")
+    chain.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditChainError, match="line 3"):
+        verify([chain])
+
+
+def test_verify_removed(chain):
+    lines = chain.read_text().splitlines()
+    del lines[2]
+    chain.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditChainError, match="line 3"):
+        verify([chain])
+
+
+def test_verify_reordered(chain):
+    lines = chain.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    chain.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditChainError, match="line 2"):
+        verify([chain])
+
+
+def test_verify_truncated_tail(chain):
+    last = AuditLog(chain)._prev
+    lines = chain.read_text().splitlines()
+    chain.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(AuditChainError, match="truncated"):
+        verify([chain], {str(chain): last})
+
+
+def test_brute_force_alert(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [(i, "reject", _wrong_key()) for i in range(4)])
+    alerts = scan([path])
+    assert [(a.rule, a.actor, a.count) for a in alerts] == [("brute_force", "client:127.0.0.9", 4)]
+
+
+def test_brute_force_evidence(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [(i, "reject", _wrong_key()) for i in range(3)])
+    assert scan([path])[0].evidence == [f"{path}:{n}" for n in (1, 2, 3)]
+
+
+def test_brute_force_below_threshold(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [(i, "reject", _wrong_key()) for i in range(2)])
+    assert scan([path]) == []
+
+
+def test_brute_force_spread_out(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [(i * 400, "reject", _wrong_key()) for i in range(3)])
+    assert scan([path]) == []
+
+
+def test_cross_tenant_alert(tmp_path):
+    fields = {
+        "http_status": 403,
+        "namespace": "acme",
+        "target_namespace": "beta",
+        "actor": "uuid-a",
+        "client": "127.0.0.1",
+    }
+    path = _write(tmp_path / "a.jsonl", [(0, "invoke", _invoke()), (1, "reject", fields)])
+    assert [(a.rule, a.actor) for a in scan([path])] == [("cross_tenant", "uuid-a")]
+
+
+def test_invalid_token_burst(tmp_path):
+    fields = {"http_status": 401, "path": "/v1/telemetry", "client": "127.0.0.7"}
+    path = _write(tmp_path / "i.jsonl", [(i, "reject", fields) for i in range(5)])
+    assert _rules(scan([path])) == ["invalid_token_burst"]
+
+
+def test_malformed_body(tmp_path):
+    fields = {"http_status": 413, "path": "/api/v1/namespaces/acme/actions/x", "actor": "uuid-a"}
+    path = _write(tmp_path / "a.jsonl", [(0, "reject", fields)])
+    assert _rules(scan([path])) == ["malformed_input"]
+
+
+def test_path_traversal_device(tmp_path):
+    fields = {**_invoke(), "bad_device_id": "'../../etc/passwd'", "outcome": "failed"}
+    path = _write(tmp_path / "a.jsonl", [(0, "invoke", fields)])
+    assert _rules(scan([path])) == ["malformed_input"]
+
+
+def test_unusual_volume(tmp_path):
+    calls = [(minute * 60 + i, "invoke", _invoke()) for minute in range(10) for i in range(5)]
+    calls += [(700 + i * 0.1, "invoke", _invoke()) for i in range(120)]
+    alerts = scan([_write(tmp_path / "a.jsonl", calls)])
+    assert [(a.rule, a.count) for a in alerts] == [("unusual_volume", 120)]
+
+
+def test_steady_volume_quiet(tmp_path):
+    calls = [(minute * 60 + i, "invoke", _invoke()) for minute in range(10) for i in range(40)]
+    assert scan([_write(tmp_path / "a.jsonl", calls)]) == []
+
+
+def test_legal_traffic_quiet(tmp_path):
+    calls = [(i, "invoke", _invoke(actor=f"uuid-{i % 3}")) for i in range(30)]
+    assert scan([_write(tmp_path / "a.jsonl", calls)]) == []
+
+
+def test_threshold_configurable(tmp_path):
+    path = _write(tmp_path / "a.jsonl", [(0, "reject", _wrong_key())])
+    assert _rules(scan([path], RuleConfig(brute_force_failures=1))) == ["brute_force"]
+
+
+def test_read_two_logs_in_time_order(tmp_path):
+    first = _write(tmp_path / "a.jsonl", [(5, "invoke", _invoke())])
+    second = _write(tmp_path / "b.jsonl", [(1, "invoke", _invoke())])
+    assert [r.ref for r in read_records([first, second])] == [f"{second}:1", f"{first}:1"]

@@ -1,0 +1,147 @@
+"""Tenant registry: layout, secrets file, rotation, deletion and the Redis ACL rules."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from saodf.config import get_settings, reset_settings
+from saodf.secrets import gateway_keys
+from saodf.tenants import (
+    TenantError,
+    create_tenant,
+    delete_tenant,
+    get_tenant,
+    list_tenants,
+    redis_acl_lines,
+    redis_acl_rules,
+    rotate_keys,
+    tenant_layout,
+)
+from streaming.tokens import DeviceTokens
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path / "home"))
+    reset_settings()
+    yield get_settings()
+    reset_settings()
+
+
+def test_layout_prefixes():
+    tenant = tenant_layout("acme")
+    assert tenant.redis_key_prefix == "saodf:t:acme:"
+    assert tenant.kafka_topic_prefix == "t.acme."
+    assert tenant.lake_prefix == "tenants/acme/"
+
+
+@pytest.mark.parametrize("name", ["", "A", "a", "../x", "acme-", "a_b", "x" * 33])
+def test_layout_bad_name(name):
+    with pytest.raises(TenantError, match="invalid"):
+        tenant_layout(name)
+
+
+def test_create_registry_private(settings):
+    create_tenant("acme", settings=settings)
+    mode = stat.S_IMODE((settings.home / "secrets" / "tenants.json").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_create_gateway_key(settings):
+    _, issued = create_tenant("acme", settings=settings)
+    assert gateway_keys(settings)["acme"] == issued["gateway_key"]
+
+
+def test_create_device_tokens(settings):
+    _, issued = create_tenant("acme", devices=["pump-1"], settings=settings)
+    token = issued["device_tokens"]["acme.pump-1"]
+    assert DeviceTokens(settings).authenticate(token) == "acme.pump-1"
+
+
+def test_create_twice(settings):
+    create_tenant("acme", settings=settings)
+    with pytest.raises(TenantError, match="exists"):
+        create_tenant("acme", settings=settings)
+
+
+def test_create_stack_namespace(settings):
+    with pytest.raises(TenantError, match="namespace"):
+        create_tenant(settings.gateway_namespace, settings=settings)
+
+
+def test_list_names(settings):
+    create_tenant("beta", settings=settings)
+    create_tenant("acme", settings=settings)
+    assert [tenant.name for tenant in list_tenants(settings)] == ["acme", "beta"]
+
+
+def test_list_hides_secrets(settings):
+    _, issued = create_tenant("acme", settings=settings)
+    text = repr(list_tenants(settings))
+    assert issued["redis_password"] not in text
+
+
+def test_rotate_replaces_key(settings):
+    _, issued = create_tenant("acme", settings=settings)
+    rotated = rotate_keys("acme", settings=settings)
+    assert gateway_keys(settings)["acme"] == rotated["gateway_key"] != issued["gateway_key"]
+
+
+def test_rotate_old_token_dead(settings):
+    _, issued = create_tenant("acme", devices=["pump-1"], settings=settings)
+    rotate_keys("acme", settings=settings)
+    assert DeviceTokens(settings).authenticate(issued["device_tokens"]["acme.pump-1"]) is None
+
+
+def test_rotate_unknown(settings):
+    with pytest.raises(TenantError, match="'ghost' does not exist"):
+        rotate_keys("ghost", settings=settings)
+
+
+def test_delete_removes_key(settings):
+    create_tenant("acme", settings=settings)
+    delete_tenant("acme", settings=settings)
+    assert "acme" not in gateway_keys(settings)
+
+
+def test_delete_revokes_tokens(settings):
+    _, issued = create_tenant("acme", devices=["pump-1"], settings=settings)
+    delete_tenant("acme", settings=settings)
+    assert DeviceTokens(settings).authenticate(issued["device_tokens"]["acme.pump-1"]) is None
+
+
+def test_get_unknown(settings):
+    with pytest.raises(TenantError, match="known tenants"):
+        get_tenant("ghost", settings=settings)
+
+
+def test_acl_rules_key_pattern():
+    rules = redis_acl_rules(tenant_layout("acme"), "pw")
+    assert [rule for rule in rules if rule.startswith("~")] == ["~saodf:t:acme:*"]
+
+
+def test_acl_rules_start_from_nothing():
+    assert "-@all" in redis_acl_rules(tenant_layout("acme"), "pw")
+
+
+@pytest.mark.parametrize("command", ["+acl", "+keys", "+flushall", "+config", "+@all"])
+def test_acl_rules_no_admin(command):
+    assert command not in redis_acl_rules(tenant_layout("acme"), "pw")
+
+
+def test_acl_lines_one_per_tenant(settings):
+    create_tenant("acme", settings=settings)
+    create_tenant("beta", settings=settings)
+    assert [line.split()[1] for line in redis_acl_lines(settings)] == [
+        "saodf-t-acme",
+        "saodf-t-beta",
+    ]
+
+
+def test_registry_json(settings):
+    create_tenant("acme", devices=["pump-1"], settings=settings)
+    data = json.loads((settings.home / "secrets" / "tenants.json").read_text())
+    assert data["tenants"]["acme"]["devices"] == ["acme.pump-1"]

@@ -207,7 +207,9 @@ with DAG(
         for stage, task_id in stage_tasks.items():
             result = ti.xcom_pull(task_ids=task_id) or {}
             seconds[stage] = float(result.get("seconds", 0.0))
-        summary = pipeline.report_cost(scope, seconds)
+        cached = ti.xcom_pull(task_ids="populate_cache") or {}
+        forecast_count = cached.get("stats", {}).get("entries")
+        summary = pipeline.report_cost(scope, seconds, forecast_count=forecast_count)
         if summary.get("run_id"):
             from saodf_airflow.links import MLFLOW_URL_XCOM_KEY
 

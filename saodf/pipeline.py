@@ -369,13 +369,22 @@ def teardown(scope: dict[str, Any] | None, run_key: str, settings: Settings | No
 
 
 def report_cost(
-    scope: dict[str, Any], stage_seconds: dict[str, float], settings: Settings | None = None
+    scope: dict[str, Any],
+    stage_seconds: dict[str, float],
+    settings: Settings | None = None,
+    forecast_count: int | None = None,
 ) -> dict[str, Any]:
     """Log the run's cost summary to MLflow and write the done marker that deduplicates windows."""
     from models.cost import log_cost_summary
 
     settings = settings or get_settings()
-    summary = log_cost_summary(settings.mlflow_tracking_uri, scope["run_key"], stage_seconds)
+    summary = log_cost_summary(
+        settings.mlflow_tracking_uri,
+        scope["run_key"],
+        stage_seconds,
+        experiment=settings.mlflow_experiment,
+        forecast_count=forecast_count,
+    )
     paths = urls(settings, scope["run_key"])
     fs, path = fsspec.core.url_to_fs(paths["done_marker"])
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)

@@ -33,7 +33,7 @@ from saodf.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl")
+AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl", "admin_audit.jsonl")
 MALFORMED_STATUSES = frozenset({400, 411, 413})
 INGEST_PREFIX = "/v1/"
 

@@ -359,3 +359,39 @@ def tenant_redis_password(name: str, settings: Settings | None = None) -> str:
     if entry is None:
         raise TenantError(f"tenant {name!r} does not exist; create it first")
     return entry["redis_password"]
+
+
+def admin_redis_client(settings: Settings | None = None, timeout: float = 5.0) -> Any:
+    """Return a redis-py client logged in as the admin ACL user of the stack's Redis."""
+    import redis
+
+    from actions.cache import redis_tls_options
+
+    settings = settings or get_settings()
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        username=REDIS_ADMIN_USER,
+        password=redis_admin_password(settings),
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **redis_tls_options(settings),
+    )
+
+
+def audit_admin(settings: Settings, action: str, resource: str, outcome: str) -> None:
+    """Append an admin command to ``SAODF_HOME/logs/admin_audit.jsonl``."""
+    import getpass
+
+    from actions.audit import AuditLog
+
+    AuditLog(settings.log_dir / "admin_audit.jsonl").append(
+        "admin",
+        tenant=resource.split("/", 1)[0],
+        actor=f"user:{getpass.getuser()}",
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        client="local",
+    )

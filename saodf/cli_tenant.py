@@ -1,0 +1,178 @@
+"""``saodf tenant create|list|rotate-keys|delete`` and ``saodf audit verify|watch``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from saodf.config import get_settings
+from saodf.errors import SaodfError
+
+tenant_app = typer.Typer(
+    help="Tenants: namespaces, keys, prefixes and devices.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="The hash-chained audit logs.", no_args_is_help=True)
+DEVICE_OPTION = typer.Option(None, help="A device of the tenant (repeatable).")
+PATH_OPTION = typer.Option(None, help="An audit log (repeatable); default: every log of the home.")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _apply_redis(settings) -> None:
+    import redis
+
+    from saodf.tenants import admin_redis_client, apply_redis_acls
+
+    try:
+        users = apply_redis_acls(admin_redis_client(settings), settings)
+    except (redis.RedisError, OSError) as exc:
+        typer.secho(
+            f"warning: Redis ACL not applied ({exc}); it applies at the next `saodf stack up`",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        return
+    typer.echo(f"Redis ACL set for {len(users)} tenant users")
+
+
+def _print_secrets(issued: dict) -> None:
+    typer.echo("Store these now; they are not shown again:")
+    typer.echo(f"  gateway key     {issued['gateway_key']}")
+    typer.echo(f"  redis password  {issued['redis_password']}")
+    for device_id, token in sorted(issued["device_tokens"].items()):
+        typer.echo(f"  device token    {device_id} {token}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str = typer.Argument(..., help="Tenant name: 2-32 characters of a-z 0-9 -."),
+    device: Optional[list[str]] = DEVICE_OPTION,
+    redis_acl: bool = typer.Option(True, help="Set the tenant's ACL user on the running Redis."),
+):
+    """Create a tenant with its namespace key, Redis user and device tokens."""
+    from saodf.tenants import audit_admin, create_tenant
+
+    settings = get_settings()
+    try:
+        tenant, issued = create_tenant(name, devices=device or [], settings=settings)
+    except SaodfError as exc:
+        audit_admin(settings, "tenant.create", name, "rejected")
+        _fail(exc)
+    audit_admin(settings, "tenant.create", name, "succeeded")
+    typer.echo(
+        f"tenant {tenant.name}: namespace {tenant.namespace}, Redis user {tenant.redis_user}"
+    )
+    _print_secrets(issued)
+    if redis_acl:
+        _apply_redis(settings)
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: bool = typer.Option(False, "--json", help="Print the tenants as JSON.")):
+    """Show every tenant with its prefixes and devices; secrets are not shown."""
+    from dataclasses import asdict
+
+    from saodf.tenants import list_tenants
+
+    try:
+        tenants = list_tenants(get_settings())
+    except SaodfError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([asdict(tenant) for tenant in tenants], indent=2))
+        return
+    for tenant in tenants:
+        typer.echo(
+            f"{tenant.name:<16} ns={tenant.namespace} kafka={tenant.kafka_topic_prefix}* "
+            f"lake={tenant.lake_prefix} redis={tenant.redis_user}:{tenant.redis_key_prefix}* "
+            f"mlflow={tenant.mlflow_prefix}* devices={len(tenant.devices)}"
+        )
+
+
+@tenant_app.command("rotate-keys")
+def tenant_rotate(
+    name: str = typer.Argument(..., help="Tenant name."),
+    redis_acl: bool = typer.Option(True, help="Set the new password on the running Redis."),
+):
+    """Replace a tenant's gateway key, Redis password and device tokens; old ones stop."""
+    from saodf.tenants import audit_admin, rotate_keys
+
+    settings = get_settings()
+    try:
+        issued = rotate_keys(name, settings=settings)
+    except SaodfError as exc:
+        audit_admin(settings, "tenant.rotate-keys", name, "rejected")
+        _fail(exc)
+    audit_admin(settings, "tenant.rotate-keys", name, "succeeded")
+    _print_secrets(issued)
+    if redis_acl:
+        _apply_redis(settings)
+
+
+@tenant_app.command("delete")
+def tenant_delete(
+    name: str = typer.Argument(..., help="Tenant name."),
+    yes: bool = typer.Option(False, "--yes", help="Delete without asking."),
+    redis_acl: bool = typer.Option(True, help="Drop the tenant's user from the running Redis."),
+):
+    """Delete a tenant's keys, Redis user and device tokens; its data stays."""
+    from saodf.tenants import audit_admin, delete_tenant
+
+    if not yes:
+        typer.confirm(f"Delete tenant {name} and revoke its keys?", abort=True)
+    settings = get_settings()
+    try:
+        tenant = delete_tenant(name, settings=settings)
+    except SaodfError as exc:
+        audit_admin(settings, "tenant.delete", name, "rejected")
+        _fail(exc)
+    audit_admin(settings, "tenant.delete", name, "succeeded")
+    typer.echo(f"tenant {tenant.name} deleted; its data under {tenant.lake_prefix} is kept")
+    if redis_acl:
+        _apply_redis(settings)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Optional[list[Path]] = PATH_OPTION,
+):
+    """Check the hash chain of the audit logs; exit 2 when a record was edited or removed."""
+    from saodf.audit_tools import AuditChainError, audit_paths, verify
+
+    paths = path or audit_paths(get_settings())
+    try:
+        counts = verify(paths)
+    except AuditChainError as exc:
+        typer.secho(f"tampered: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    except OSError as exc:
+        _fail(exc)
+    for name, count in counts.items():
+        typer.echo(f"{name}: {count} records, chain intact")
+
+
+@audit_app.command("watch")
+def audit_watch(
+    path: Optional[list[Path]] = PATH_OPTION,
+    interval: float = typer.Option(5.0, min=0.1, help="Seconds between scans."),
+    duration: float = typer.Option(0.0, min=0.0, help="Seconds to keep watching; 0 scans once."),
+):
+    """Report brute force, cross-tenant, invalid-token and volume alerts as JSON lines."""
+    from saodf.audit_tools import audit_paths, watch
+
+    paths = path or audit_paths(get_settings())
+    count = watch(
+        paths,
+        lambda alert: typer.echo(json.dumps(alert.to_dict())),
+        interval=interval,
+        max_seconds=duration,
+    )
+    typer.echo(f"{count} alerts", err=True)
+    if count:
+        raise typer.Exit(code=3)

@@ -307,7 +307,34 @@ __all__ = [
     "audit_paths",
     "detect",
     "read_records",
+    "run_detection",
     "scan",
     "verify",
     "watch",
 ]
+
+
+def run_detection(
+    settings: Settings | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    config: RuleConfig | None = None,
+) -> list[Alert]:
+    """Scan a home's audit logs, append the alerts ending in ``[since, until)`` to alerts.jsonl.
+
+    Records before ``since`` still count towards windows and usual volumes, so a burst that
+    started in the previous interval is reported once, in the interval where it ends.
+    """
+    settings = settings or get_settings()
+    low = since.timestamp() if since else float("-inf")
+    high = until.timestamp() if until else float("inf")
+    alerts = [
+        alert for alert in scan(audit_paths(settings), config) if low <= _epoch(alert.last) < high
+    ]
+    if alerts:
+        out = settings.log_dir / "alerts.jsonl"
+        with out.open("a", encoding="utf-8") as handle:
+            for alert in alerts:
+                handle.write(json.dumps(alert.to_dict(), sort_keys=True) + "\n")
+        logger.warning("%d audit alerts written to %s", len(alerts), out)
+    return alerts

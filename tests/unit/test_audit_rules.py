@@ -157,3 +157,32 @@ def test_read_two_logs_in_time_order(tmp_path):
     first = _write(tmp_path / "a.jsonl", [(5, "invoke", _invoke())])
     second = _write(tmp_path / "b.jsonl", [(1, "invoke", _invoke())])
     assert [r.ref for r in read_records([first, second])] == [f"{second}:1", f"{first}:1"]
+
+
+def test_detection_keeps_interval(tmp_path, monkeypatch):
+    from saodf.audit_tools import run_detection
+    from saodf.config import get_settings, reset_settings
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path / "home"))
+    reset_settings()
+    settings = get_settings()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    _write(settings.log_dir / "audit.jsonl", [(i, "reject", _wrong_key()) for i in range(3)])
+    later = run_detection(settings, since=START + timedelta(minutes=1))
+    found = run_detection(settings, since=START, until=START + timedelta(minutes=1))
+    reset_settings()
+    assert (len(later), len(found)) == (0, 1)
+
+
+def test_detection_writes_alerts(tmp_path, monkeypatch):
+    from saodf.audit_tools import run_detection
+    from saodf.config import get_settings, reset_settings
+
+    monkeypatch.setenv("SAODF_HOME", str(tmp_path / "home"))
+    reset_settings()
+    settings = get_settings()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    _write(settings.log_dir / "audit.jsonl", [(i, "reject", _wrong_key()) for i in range(3)])
+    run_detection(settings)
+    reset_settings()
+    assert (settings.log_dir / "alerts.jsonl").read_text().count("brute_force") == 1

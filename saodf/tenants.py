@@ -228,14 +228,6 @@ def get_tenant(name: str, settings: Settings | None = None) -> Tenant:
     return _from_entry(entry)
 
 
-def tenant_of_namespace(namespace: str | None, settings: Settings | None = None) -> str | None:
-    """Return the tenant whose namespace is ``namespace``, or None."""
-    if not namespace:
-        return None
-    entry = _load(settings or get_settings())["tenants"].get(namespace)
-    return entry["name"] if entry else None
-
-
 def rotate_keys(name: str, settings: Settings | None = None) -> dict[str, Any]:
     """Replace a tenant's gateway key, Redis password and device tokens; return the new ones.
 
@@ -395,3 +387,25 @@ def audit_admin(settings: Settings, action: str, resource: str, outcome: str) ->
         outcome=outcome,
         client="local",
     )
+
+
+def tenant_lake_url(tenant: Tenant, lake_url: str, zone: str, device_id: str) -> str:
+    """Return the folder of one of a tenant's devices in a lake zone.
+
+    Raises:
+        TenantError: the device id breaks the telemetry contract or belongs to another tenant.
+    """
+    from saodf.lake import zone_url
+    from saodf.telemetry import DEVICE_ID_PATTERN
+
+    if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.match(device_id):
+        raise TenantError(
+            f"device_id {device_id!r} is invalid; use 1-128 characters from A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit"
+        )
+    if not device_id.startswith(f"{tenant.name}."):
+        raise TenantError(
+            f"device_id {device_id!r} is not a device of tenant {tenant.name!r}; "
+            f"its ids start with {tenant.name}."
+        )
+    return zone_url(lake_url, tenant.lake_prefix.rstrip("/"), zone, f"device_id={device_id}")

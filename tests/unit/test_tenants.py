@@ -18,6 +18,7 @@ from saodf.tenants import (
     redis_acl_lines,
     redis_acl_rules,
     rotate_keys,
+    tenant_lake_url,
     tenant_layout,
 )
 from streaming.tokens import DeviceTokens
@@ -145,3 +146,19 @@ def test_registry_json(settings):
     create_tenant("acme", devices=["pump-1"], settings=settings)
     data = json.loads((settings.home / "secrets" / "tenants.json").read_text())
     assert data["tenants"]["acme"]["devices"] == ["acme.pump-1"]
+
+
+def test_lake_url_own_device():
+    url = tenant_lake_url(tenant_layout("acme"), "file:///lake", "raw", "acme.pump-1")
+    assert url == "file:///lake/tenants/acme/raw/device_id=acme.pump-1"
+
+
+@pytest.mark.parametrize("device_id", ["../beta.pump-1", "acme.x/../../beta", "/etc", "", None])
+def test_lake_url_traversal(device_id):
+    with pytest.raises(TenantError, match="invalid"):
+        tenant_lake_url(tenant_layout("acme"), "file:///lake", "raw", device_id)
+
+
+def test_lake_url_other_tenant():
+    with pytest.raises(TenantError, match="not a device of tenant 'acme'"):
+        tenant_lake_url(tenant_layout("acme"), "file:///lake", "raw", "beta.pump-1")

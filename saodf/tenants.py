@@ -192,13 +192,13 @@ def create_tenant(
                 f"tenant {name!r} would reuse the gateway namespace {name!r}; choose another name"
             )
         gateway_key = _new_gateway_key()
-        redis_pw = secrets.token_urlsafe(24)
+        redis_secret = secrets.token_urlsafe(24)
         device_ids = [layout.device_id(device) for device in devices]
         tokens = {device_id: create_device_token(device_id, settings) for device_id in device_ids}
         store["tenants"][name] = {
             "name": name,
             "devices": device_ids,
-            "redis_password": redis_pw,
+            "redis_password": redis_secret,
             "created_at": _now(),
             "rotated_at": "",
         }
@@ -206,7 +206,7 @@ def create_tenant(
         write_json_secret(TENANTS_FILE, store, settings)
     logger.info("tenant %s created with %d devices", name, len(device_ids))
     tenant = _from_entry(store["tenants"][name])
-    return tenant, {"gateway_key": gateway_key, "redis_password": redis_pw, "device_tokens": tokens}
+    return tenant, {"gateway_key": gateway_key, "redis_password": redis_secret, "device_tokens": tokens}
 
 
 def list_tenants(settings: Settings | None = None) -> list[Tenant]:
@@ -330,10 +330,10 @@ def apply_redis_acls(client: Any, settings: Settings | None = None) -> list[str]
             "ACL", "SETUSER", tenant.redis_user, *redis_acl_rules(tenant, entry["redis_password"])
         )
         applied.append(tenant.redis_user)
-    wanted = set(applied)
+    expected_users = set(applied)
     for user in client.execute_command("ACL", "USERS"):
         user = user.decode() if isinstance(user, bytes) else user
-        if user.startswith("saodf-t-") and user not in wanted:
+        if user.startswith("saodf-t-") and user not in expected_users:
             client.execute_command("ACL", "DELUSER", user)
             logger.info("dropped the Redis user %s of a deleted tenant", user)
     logger.info("applied the Redis ACL of %d tenants", len(applied))

@@ -101,7 +101,7 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 
 @app.command()
 def replay(
-    dataset: str = typer.Option(..., help="Dataset to replay: skab or nab."),
+    dataset: str = typer.Option(..., help="Dataset to replay: skab, nab or intel."),
     group: Optional[list[str]] = typer.Option(
         None, help="Dataset group, e.g. valve1 or realKnownCause (repeatable)."
     ),

@@ -263,9 +263,14 @@ def _prepared_groups(prepared_url: str) -> list | None:
 
 
 def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """Gate the prepared series with the ``prepared_series`` suite; quarantine on failure."""
+    """Gate the prepared series and the DeepAR channels built from them; quarantine on failure.
+
+    ``prepared_series`` checks the long table, ``deepar_dataset`` the JSON Lines channels
+    (start alignment, lengths, train a prefix of test, ``cat`` in range, feature counts).
+    """
     import pandas as pd
 
+    from expectations.deepar_dataset import gate_deepar_dataset
     from expectations.gate import gate
 
     settings = settings or get_settings()
@@ -275,9 +280,16 @@ def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -
     with fs.open(path, "rb") as handle:
         frame = pd.read_parquet(handle)
     result = gate(frame, "prepared_series", scope["run_key"], paths["quarantine"])
+    channels = gate_deepar_dataset(
+        paths["prepared"],
+        scope["run_key"],
+        paths["quarantine"],
+        cat_mapping_url=paths["cat_mapping"],
+    )
     return {
         "rows": int(len(frame)),
-        "success": bool(result.success),
+        "success": bool(result.success and channels.success),
+        "data_docs": [url for url in (result.docs_url, channels.docs_url) if url],
         "seconds": time.monotonic() - started,
     }
 

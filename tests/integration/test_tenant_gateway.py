@@ -136,3 +136,17 @@ def test_no_key_in_audit(gateway):
     text = server.gateway.audit.path.read_text()
     leaked = [name for name, key in issued.items() if key.split(":", 1)[1] in text]
     assert leaked == []
+
+
+def test_no_key_in_logs(gateway, caplog):
+    server, _, issued = gateway
+    guessed = f"{issued['beta'].split(':', 1)[0]}:guessed-secret-value"
+    with caplog.at_level("DEBUG"):
+        _invoke(server, "acme", issued["acme"])
+        _invoke(server, "acme", guessed)
+        _invoke(server, "acme", issued["beta"])
+    secrets_seen = [
+        key for key in (issued["acme"], issued["beta"], guessed) if key.split(":")[1] in caplog.text
+    ]
+    assert "rejected with 401" in caplog.text
+    assert secrets_seen == []

@@ -79,6 +79,11 @@ class Record:
     data: dict[str, Any]
 
     @property
+    def time_text(self) -> str:
+        value = self.data.get("time")
+        return value if isinstance(value, str) else ""
+
+    @property
     def actor(self) -> str:
         actor = self.data.get("actor") or self.data.get("subject")
         return str(actor) if actor else f"client:{self.data.get('client', '?')}"
@@ -149,8 +154,8 @@ def _windows(
                     rule=rule,
                     actor=actor,
                     count=len(group),
-                    first=group[0].data.get("time", ""),
-                    last=group[-1].data.get("time", ""),
+                    first=group[0].time_text,
+                    last=group[-1].time_text,
                     evidence=[item.ref for item in group],
                     detail=detail,
                 )
@@ -240,8 +245,8 @@ def unusual_volume(records: list[Record], config: RuleConfig) -> Iterator[Alert]
                     rule="unusual_volume",
                     actor=actor,
                     count=len(items),
-                    first=items[0].data.get("time", ""),
-                    last=items[-1].data.get("time", ""),
+                    first=items[0].time_text,
+                    last=items[-1].time_text,
                     evidence=[item.ref for item in items],
                     detail=(
                         f"{len(items)} calls in {config.volume_window_seconds:.0f} s, "

@@ -18,8 +18,10 @@ def settings(tmp_path, monkeypatch) -> Settings:
 
 
 def test_replay_unknown_dataset(settings):
-    with pytest.raises(DatasetError, match="dataset 'intel' is unknown; valid datasets: nab, skab"):
-        replay("intel", settings=settings, progress=False)
+    with pytest.raises(
+        DatasetError, match="dataset 'nope' is unknown; valid datasets: nab, skab, intel"
+    ):
+        replay("nope", settings=settings, progress=False)
 
 
 def test_replay_missing_data_dir(settings, tmp_path):

@@ -61,6 +61,12 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         env[f"SAODF_{name.upper()}_PORT"] = str(port)
     if settings.aws_endpoint_url:
         env["SAODF_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    if settings.target == "local":
+        # The local target talks to moto_server only: fixed dummy keys, so that real AWS
+        # credentials from the user's environment are never sent to the emulator.
+        env["AWS_ACCESS_KEY_ID"] = "saodf-local"
+        env["AWS_SECRET_ACCESS_KEY"] = "saodf-local"
+        env["AWS_DEFAULT_REGION"] = settings.aws_region
     # Redis TLS and the ingest settings are read by their own modules from SAODF_* variables.
     for key, value in os.environ.items():
         if key.startswith(

@@ -399,6 +399,10 @@ def choose_target_metric(metrics: Sequence[str], requested: str) -> str | None:
 ARRIVAL_ORDER = ("kafka_partition", "kafka_offset")
 
 
+# Largest share of NaN a prepared series may keep, the same limit as the deepar_dataset suite.
+MAX_NAN_SHARE = 0.2
+
+
 def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) -> DeviceResult:
     """Prepare one device's raw long-format rows (``timestamp``, ``metric``, ``value``).
 
@@ -437,6 +441,15 @@ def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) ->
         reason = (
             f"{length} steps of {prepared.freq} after resampling; needs at least "
             f"context_length + 2 * prediction_length = {config.min_length}"
+        )
+        return DeviceResult(device_id, metric, prepared.freq, None, prepared.stats, reason)
+    nan_share = float(prepared.frame["target"].isna().mean())
+    if nan_share > MAX_NAN_SHARE:
+        # The deepar_dataset gate rejects a whole batch for one such series, so it is left
+        # out here with its reason; its raw readings stay in the lake.
+        reason = (
+            f"{nan_share:.0%} of the target is still missing after imputation (max_gap "
+            f"{config.max_gap} steps); the limit is {MAX_NAN_SHARE:.0%}"
         )
         return DeviceResult(device_id, metric, prepared.freq, None, prepared.stats, reason)
     return DeviceResult(device_id, metric, prepared.freq, prepared.frame, prepared.stats)

@@ -403,3 +403,16 @@ def test_spark_matches_pandas(raw_lake, tmp_path):
     pandas_report = json.loads((pandas_out / "report.json").read_text())["devices"]
     spark_report = json.loads((spark_out / "report.json").read_text())["devices"]
     assert spark_report == pandas_report
+
+
+def test_gappy_device_skipped_with_reason():
+    from etl.glue_job import prepare_device
+
+    values = list(50 + 5 * np.sin(np.arange(200) / 10))
+    frame = _readings("gappy-1", "value", values)
+    # Drop 60 consecutive readings: a gap far longer than max_gap stays NaN (30% of the grid).
+    frame = pd.concat([frame.iloc[:100], frame.iloc[160:]])
+    config = PrepareConfig(raw_url="file:///unused", output_url="file:///unused", max_gap=12)
+    result = prepare_device("gappy-1", frame, config)
+    assert result.frame is None
+    assert result.skip_reason.startswith("24% of the target is still missing after imputation")

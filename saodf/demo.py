@@ -335,10 +335,13 @@ def print_summary(settings: Settings, report: DemoReport, total_seconds: float, 
             f"                   champion now {info.get('model_name')} v{info.get('model_version')} "
             f"({info.get('champion_kind')})"
         )
+        ets = info.get("metrics", {}).get("auto_ets", {})
+        nan = float("nan")
         echo(
-            f"                   mean wQL DeepAR {deepar.get('mean_wql', float('nan')):.4f} vs "
-            f"seasonal naive {baseline.get('mean_wql', float('nan')):.4f}; "
-            f"MASE {deepar.get('mase', float('nan')):.3f} vs {baseline.get('mase', float('nan')):.3f}"
+            f"                   mean wQL DeepAR {deepar.get('mean_wql', nan):.4f}, "
+            f"seasonal naive {baseline.get('mean_wql', nan):.4f}, "
+            f"AutoETS {ets.get('mean_wql', nan):.4f}; MASE {deepar.get('mase', nan):.3f}, "
+            f"{baseline.get('mase', nan):.3f}, {ets.get('mase', nan):.3f}"
         )
     cache = report.cache
     ratio = cache.get("hit_ratio")

@@ -42,6 +42,9 @@ def session_settings(stack_home) -> Settings:
         "SAODF_DATA_DIR": str(PROJECT_ROOT.parent / "shared" / "data"),
         "SAODF_LAKE_URL": (stack_home / "lake").as_uri(),
         **{f"SAODF_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        # Ports read by the ingest modules themselves, not by Settings.
+        "SAODF_INGEST_PORT": str(process.free_port()),
+        "SAODF_MQTT_PORT": str(process.free_port()),
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

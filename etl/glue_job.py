@@ -89,6 +89,8 @@ class PrepareConfig:
     imputation: str = "linear"
     max_gap: int | None = 12
     zscore_threshold: float = 3.0
+    # Largest share of NaN a prepared series may keep (the deepar_dataset suite's limit).
+    max_nan_share: float = 0.2
     outlier_method: str = "zscore"
     target_metric: str = "auto"
     prediction_length: int = 12
@@ -151,6 +153,14 @@ class PrepareConfig:
         ):
             raise ConfigError(
                 f"zscore_threshold {self.zscore_threshold!r} is invalid; give a number above 0"
+            )
+        if (
+            isinstance(self.max_nan_share, bool)
+            or not isinstance(self.max_nan_share, (int, float))
+            or not 0.0 <= self.max_nan_share <= 1.0
+        ):
+            raise ConfigError(
+                f"max_nan_share {self.max_nan_share!r} is invalid; give a share from 0 to 1"
             )
         if self.target_metric != "auto" and not METRIC_NAME_PATTERN.match(str(self.target_metric)):
             raise ConfigError(
@@ -279,7 +289,7 @@ def _parse_arg(name: str, text: str) -> Any:
         return [part.strip() for part in text.split(",") if part.strip()]
     if name in _INT_ARGS:
         parse, kind = int, "a whole number"
-    elif name == "zscore_threshold":
+    elif name in ("zscore_threshold", "max_nan_share"):
         parse, kind = float, "a number"
     elif name in _TIME_ARGS:
         parse, kind = _parse_datetime, "an ISO 8601 datetime such as 2025-04-20T12:00:00Z"
@@ -399,10 +409,6 @@ def choose_target_metric(metrics: Sequence[str], requested: str) -> str | None:
 ARRIVAL_ORDER = ("kafka_partition", "kafka_offset")
 
 
-# Largest share of NaN a prepared series may keep, the same limit as the deepar_dataset suite.
-MAX_NAN_SHARE = 0.2
-
-
 def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) -> DeviceResult:
     """Prepare one device's raw long-format rows (``timestamp``, ``metric``, ``value``).
 
@@ -444,12 +450,12 @@ def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) ->
         )
         return DeviceResult(device_id, metric, prepared.freq, None, prepared.stats, reason)
     nan_share = float(prepared.frame["target"].isna().mean())
-    if nan_share > MAX_NAN_SHARE:
+    if nan_share > config.max_nan_share:
         # The deepar_dataset gate rejects a whole batch for one such series, so it is left
         # out here with its reason; its raw readings stay in the lake.
         reason = (
             f"{nan_share:.0%} of the target is still missing after imputation (max_gap "
-            f"{config.max_gap} steps); the limit is {MAX_NAN_SHARE:.0%}"
+            f"{config.max_gap} steps); the limit is {config.max_nan_share:.0%} (max_nan_share)"
         )
         return DeviceResult(device_id, metric, prepared.freq, None, prepared.stats, reason)
     return DeviceResult(device_id, metric, prepared.freq, prepared.frame, prepared.stats)

@@ -20,14 +20,26 @@ FAILING = "def main(args):\n    return {'error': 'bad input ' + str(args.get('x'
 
 
 @pytest.fixture(scope="module")
-def gateway(redis_server, session_settings):
+def gateway_home(session_settings, tmp_path_factory):
+    """A home of its own, so this gateway's audit chain is not interleaved with another
+    gateway process of the session; the secrets (API keys) stay the session's."""
+    home = tmp_path_factory.mktemp("gateway-home")
+    from saodf.secrets import gateway_keys
+
+    gateway_keys(session_settings)
+    (home / "secrets").symlink_to(session_settings.home / "secrets", target_is_directory=True)
+    return session_settings.with_overrides(home=home)
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_server, gateway_home):
     actions = [
         *DEFAULT_ACTIONS,
         ActionSpec(name="echo", code=ECHO),
         ActionSpec(name="sleepy", code=SLEEPY, timeout_seconds=1.0),
         ActionSpec(name="failing", code=FAILING),
     ]
-    server = serve(session_settings, actions=actions, port=0, max_body_bytes=4096)
+    server = serve(gateway_home, actions=actions, port=0, max_body_bytes=4096)
     yield server
     server.close()
 

@@ -32,7 +32,9 @@ def test_reference_writes_outputs(tmp_path):
     lake_url = (tmp_path / "lake").as_uri()
     frame = etl_bench.synthetic_readings(100, seed=2)
     files = etl_bench.write_raw_zone(lake_url, frame)
-    config = PrepareConfig(raw_url=lake_url, output_url=str(tmp_path / "job"), freq="30s")
+    config = PrepareConfig(
+        raw_url=lake_url, output_url=str(tmp_path / "job"), freq="30s", max_nan_share=1.0
+    )
     points = etl_bench.write_reference(lake_url, str(tmp_path / "reference"), config)
     test = deepar.read_jsonl(str(tmp_path / "reference" / "groups/raw/test/data.jsonl"))
     assert files == len(lake.list_raw_files(lake_url))

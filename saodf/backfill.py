@@ -41,7 +41,7 @@ def create_backfill(
     if reprocess not in ("none", "completed", "failed"):
         raise SaodfError(f"--reprocess {reprocess!r} is invalid; use none, completed or failed")
     argv = [
-        services._bin("airflow"),
+        services.find_binary("airflow"),
         "backfill",
         "create",
         "--dag-id",

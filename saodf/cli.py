@@ -207,7 +207,7 @@ def airflow_cli(ctx: typer.Context):
     settings = get_settings()
     env = {**os.environ, **services.airflow_env(settings)}
     try:
-        binary = services._bin("airflow")
+        binary = services.find_binary("airflow")
     except SaodfError as exc:
         _fail(exc)
     result = subprocess.run([binary, *ctx.args], env=env, check=False)  # noqa: S603

@@ -14,13 +14,14 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from saodf.config import Settings, get_settings
 from saodf.errors import ConfigError
+from saodf.telemetry import format_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def evaluate_device(
     return result
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+_iso = format_timestamp
 
 
 def retrain_request(

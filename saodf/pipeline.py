@@ -19,6 +19,7 @@ import fsspec
 
 from saodf.config import Settings, get_settings
 from saodf.errors import DatasetError, SaodfError
+from saodf.telemetry import format_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def run_key_for_interval(start: datetime, end: datetime) -> str:
     return f"interval-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+_iso = format_timestamp
 
 
 def scope_from_window_event(event: dict[str, Any]) -> dict[str, Any]:

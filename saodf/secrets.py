@@ -26,12 +26,18 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def get_or_create_secret(name: str, settings: Settings | None = None, nbytes: int = 24) -> str:
-    """Return the secret stored under ``name``, generating a random one on first use."""
+def get_or_create_secret(
+    name: str, settings: Settings | None = None, nbytes: int = 24, generate=None
+) -> str:
+    """Return the secret stored under ``name``, generating it on first use.
+
+    ``generate()`` makes the value when given; otherwise it is ``nbytes`` random bytes,
+    URL-safe base64.
+    """
     path = secrets_dir(settings) / name
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    value = secrets.token_urlsafe(nbytes)
+    value = generate() if generate is not None else secrets.token_urlsafe(nbytes)
     _write_private(path, value + "\n")
     return value
 

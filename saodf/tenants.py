@@ -206,7 +206,11 @@ def create_tenant(
         write_json_secret(TENANTS_FILE, store, settings)
     logger.info("tenant %s created with %d devices", name, len(device_ids))
     tenant = _from_entry(store["tenants"][name])
-    return tenant, {"gateway_key": gateway_key, "redis_password": redis_secret, "device_tokens": tokens}
+    return tenant, {
+        "gateway_key": gateway_key,
+        "redis_password": redis_secret,
+        "device_tokens": tokens,
+    }
 
 
 def list_tenants(settings: Settings | None = None) -> list[Tenant]:

@@ -96,7 +96,7 @@ def _airflow_cli(env: dict[str, str], args: list[str], log_file: Path) -> None:
 
     with open(log_file, "ab") as log:
         result = subprocess.run(  # noqa: S603
-            [services._bin("airflow"), *args],
+            [services.find_binary("airflow"), *args],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

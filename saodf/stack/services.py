@@ -15,7 +15,8 @@ from saodf.stack.process import ServiceSpec, http_ok, tcp_accepts
 VENV_BIN = Path(sys.executable).parent
 
 
-def _bin(name: str) -> str:
+def find_binary(name: str) -> str:
+    """Return the path of executable ``name``: the venv's copy first, then PATH."""
     candidate = VENV_BIN / name
     if candidate.exists():
         return str(candidate)
@@ -195,7 +196,7 @@ def moto_spec(settings: Settings) -> ServiceSpec:
     return _spec(
         settings,
         "moto",
-        [_bin("moto_server"), "-H", settings.host, "-p", str(port)],
+        [find_binary("moto_server"), "-H", settings.host, "-p", str(port)],
         port,
         port_env_var="SAODF_MOTO_PORT",
         health=lambda: http_ok(f"http://{settings.host}:{port}/moto-api/"),
@@ -208,7 +209,7 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
     root = settings.home / "mlflow"
     (root / "artifacts").mkdir(parents=True, exist_ok=True)
     argv = [
-        _bin("mlflow"),
+        find_binary("mlflow"),
         "server",
         "--host",
         settings.host,
@@ -282,18 +283,13 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
 
 def _fernet_key(settings: Settings) -> str:
-    from saodf.secrets import secrets_dir
-
-    path = secrets_dir(settings) / "airflow_fernet_key"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
     from cryptography.fernet import Fernet
 
-    from saodf.secrets import _write_private
+    from saodf.secrets import get_or_create_secret
 
-    key = Fernet.generate_key().decode()
-    _write_private(path, key + "\n")
-    return key
+    return get_or_create_secret(
+        "airflow_fernet_key", settings, generate=lambda: Fernet.generate_key().decode()
+    )
 
 
 def ensure_airflow_passwords(settings: Settings) -> Path:
@@ -307,7 +303,7 @@ def ensure_airflow_passwords(settings: Settings) -> Path:
 
 def airflow_specs(settings: Settings) -> list[ServiceSpec]:
     env = airflow_env(settings)
-    airflow = _bin("airflow")
+    airflow = find_binary("airflow")
     port = settings.ports["airflow"]
     base = f"http://{settings.host}:{port}"
     api = _spec(

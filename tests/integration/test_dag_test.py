@@ -52,10 +52,10 @@ def write_raw(settings, limit: int | None = None) -> int:
 
 @pytest.fixture(scope="module")
 def airflow_db():
-    from saodf.stack.services import _bin
+    from saodf.stack.services import find_binary
 
     result = subprocess.run(
-        [_bin("airflow"), "db", "migrate"],
+        [find_binary("airflow"), "db", "migrate"],
         env={**os.environ},
         capture_output=True,
         text=True,

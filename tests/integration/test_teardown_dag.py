@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def airflow_db():
-    from saodf.stack.services import _bin
+    from saodf.stack.services import find_binary
 
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [_bin("airflow"), "db", "migrate"],
+        [find_binary("airflow"), "db", "migrate"],
         env={**os.environ},
         capture_output=True,
         text=True,

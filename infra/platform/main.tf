@@ -78,6 +78,7 @@ module "cache" {
   logs_kms_key_arn       = module.security.kms_key_arns["logs"]
   app_user_id            = local.cache_user_id
   app_password_secret_id = var.redis_password_secret_id
+  tenant_user_ids        = module.tenants.cache_user_ids
 }
 
 module "ml" {
@@ -93,4 +94,18 @@ module "ml" {
   availability_zone = var.availability_zones[0]
   security_group_id = module.network.security_group_ids["workloads"]
   glue_script_path  = "${path.root}/../../etl/glue_job.py"
+}
+
+module "tenants" {
+  source = "../modules/tenants"
+
+  name_prefix                = var.name_prefix
+  tags                       = local.tags
+  tenants                    = var.tenants
+  account_id                 = data.aws_caller_identity.current.account_id
+  bucket_names               = module.data.bucket_names
+  data_kms_key_arn           = module.security.kms_key_arns["data"]
+  msk_cluster_name           = local.msk_cluster_name
+  cache_replication_group_id = local.cache_group_id
+  assuming_role_arns         = values(module.security.role_arns)
 }

@@ -61,3 +61,8 @@ output "batch_stack_env" {
     })
   }
 }
+
+output "tenant_role_arns" {
+  description = "IAM role ARNs of the tenants by tenant name."
+  value       = module.tenants.role_arns
+}

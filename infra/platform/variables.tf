@@ -59,3 +59,9 @@ variable "tf_state_bucket_name" {
   description = "Existing versioned, encrypted bucket of the Terraform state (platform and batch stacks)."
   type        = string
 }
+
+variable "tenants" {
+  description = "Tenant names (as `saodf tenant list` prints them); each gets an IAM role and a cache user limited to its prefixes."
+  type        = list(string)
+  default     = []
+}

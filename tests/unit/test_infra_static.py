@@ -311,7 +311,7 @@ def test_infra_rule_passes(infra_blocks, rule):
 
 def test_infra_has_every_module():
     names = {path.name for path in (INFRA / "modules").iterdir() if path.is_dir()}
-    assert {"network", "security", "data", "stream", "cache", "ml"} <= names
+    assert {"network", "security", "data", "stream", "cache", "ml", "tenants"} <= names
     for directory in module_dirs(INFRA / "modules"):
         files = {path.name for path in directory.glob("*.tf")}
         assert "variables.tf" in files, directory
@@ -366,13 +366,19 @@ def test_infra_ingress_ports_named(infra_blocks):
 
 
 def test_infra_roles_trust_conditioned(infra_blocks):
-    """Give every service trust policy an aws:SourceAccount or aws:SourceArn condition."""
+    """Condition every trust policy on the calling account or ARN.
+
+    Service principals carry aws:SourceAccount or aws:SourceArn; role principals carry
+    aws:PrincipalArn, because aws:SourceAccount is absent when a role assumes a role.
+    """
     assume = [b for b in infra_blocks if b.type == "aws_iam_policy_document" and "assume" in b.name]
-    assert len(assume) >= 6
+    assert len(assume) >= 7
     for block in assume:
         for statement in nested(block.body, "statement"):
             variables = {c.get("variable") for c in nested(statement, "condition")}
-            assert variables & {"aws:SourceAccount", "aws:SourceArn"}, block.address
+            assert variables & {"aws:SourceAccount", "aws:SourceArn", "aws:PrincipalArn"}, (
+                block.address
+            )
 
 
 # --- each rule must fail on a bad fixture ---

@@ -56,7 +56,7 @@ resource "aws_elasticache_user" "app" {
 resource "aws_elasticache_user_group" "this" {
   engine        = "REDIS"
   user_group_id = "${var.name_prefix}-redis-users"
-  user_ids      = [aws_elasticache_user.default_disabled.user_id, aws_elasticache_user.app.user_id]
+  user_ids      = concat([aws_elasticache_user.default_disabled.user_id, aws_elasticache_user.app.user_id], var.tenant_user_ids)
   tags          = var.tags
 }
 

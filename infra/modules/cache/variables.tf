@@ -66,3 +66,9 @@ variable "app_password_secret_id" {
   description = "Secrets Manager secret (name or ARN) whose value is the application's Redis password (16-128 characters)."
   type        = string
 }
+
+variable "tenant_user_ids" {
+  description = "RBAC user ids of the tenants (the tenants module's cache_user_ids), added to the user group."
+  type        = list(string)
+  default     = []
+}

@@ -13,7 +13,15 @@ Routes:
   over the limit, and 500 a dead-letter write that failed everywhere. Nothing is stored
   for those, so the client must send the request again.
 - ``GET /health``: liveness and each broker's reachability and load score.
-- ``GET /metrics``: Prometheus text of the routing decisions and broker loads.
+- ``GET /metrics``: Prometheus text of the routing decisions and broker loads of the
+  default deployment's readings.
+
+Readings of a tenant's device go through a router of the tenant's own (see
+:class:`TenantRouters`): to its topics ``t.<tenant>.telemetry.raw`` and
+``t.<tenant>.telemetry.dlq`` and its SQS queues ``t-<tenant>-telemetry-raw``, never to
+another tenant's or the default deployment's. A reading whose ``device_id`` is not the
+authenticated device's is invalid; when that id belongs to another namespace, the
+attempt is also audited as a ``reject`` record with ``target_namespace``.
 
 Run it with ``python -m streaming.ingest_gateway`` (port ``SAODF_INGEST_PORT``).
 """
@@ -38,7 +46,8 @@ from actions.audit import AuditLog
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.log import configure_logging
-from saodf.telemetry import validate_message
+from saodf.telemetry import DEVICE_ID_PATTERN, validate_message
+from saodf.tenants import Tenant, TenantRegistry, tenant_settings
 from streaming.ingest_config import IngestConfig, with_name_overrides
 from streaming.ingest_router import DeadLetter, DeadLetterError, IngestReading, IngestRouter
 from streaming.tokens import DeviceTokens
@@ -58,6 +67,8 @@ class IngestResult:
 
     request_id: str
     results: list[dict[str, Any]] = field(default_factory=list)
+    # Valid device ids that readings claimed although another device authenticated.
+    claimed_devices: list[str] = field(default_factory=list)
 
     @property
     def invalid(self) -> int:
@@ -138,6 +149,8 @@ def ingest_payload(
         try:
             message = validate_message(item)
             if message["device_id"] != device_id:
+                if message["device_id"] not in result.claimed_devices:
+                    result.claimed_devices.append(message["device_id"])
                 raise InvalidTelemetryError(
                     f"device_id {message['device_id']!r} does not match the authenticated "
                     f"device {device_id!r}; send each device's readings with its own token"
@@ -174,6 +187,48 @@ def ingest_payload(
     return result
 
 
+class TenantRouters:
+    """The ingest router of each tenant, started on its first reading, beside the default one.
+
+    A tenant's router sends to the topics and queues of :func:`saodf.tenants.tenant_settings`,
+    so one tenant's readings and dead letters never reach another tenant's topics.
+    """
+
+    def __init__(self, settings: Settings, config: IngestConfig, default: IngestRouter):
+        self.settings = settings
+        self.config = config
+        self.default = default
+        self.registry = TenantRegistry(settings)
+        self._routers: dict[str, IngestRouter] = {}
+        self._lock = threading.Lock()
+
+    def for_device(self, device_id: str) -> tuple[Tenant | None, IngestRouter]:
+        """Return the tenant of an authenticated device (None for the stack's own) and its router."""
+        tenant = self.registry.device_tenant(device_id)
+        if tenant is None:
+            return None, self.default
+        with self._lock:
+            router = self._routers.get(tenant.name)
+            if router is None:
+                router = IngestRouter(tenant_settings(tenant, self.settings), self.config)
+                router.start()
+                self._routers[tenant.name] = router
+                logger.info(
+                    "ingest router of tenant %s started on topic %s",
+                    tenant.name,
+                    router.settings.topic_raw,
+                )
+            return tenant, router
+
+    def close(self) -> None:
+        """Close every tenant's router; the default router is its owner's to close."""
+        with self._lock:
+            routers, self._routers = self._routers, {}
+        for name, router in sorted(routers.items()):
+            router.close()
+            logger.info("ingest router of tenant %s stopped", name)
+
+
 class IngestGateway:
     """The HTTP server of the ingest gateway, bound to ``settings.host``."""
 
@@ -187,6 +242,7 @@ class IngestGateway:
         self.settings = settings
         self.config = config or IngestConfig()
         self.router = router or IngestRouter(settings, self.config)
+        self.routers = TenantRouters(settings, self.config, self.router)
         self.tokens = DeviceTokens(settings)
         # Its own file: the action gateway's process appends to audit.jsonl, and two writers
         # of one hash chain would interleave their records.
@@ -216,13 +272,9 @@ class IngestGateway:
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.routers.close()
         self.router.close()
         logger.info("ingest gateway on %s stopped", self.url)
-
-
-def _tenant(device_id: str) -> str | None:
-    """Return the tenant part of a ``tenant.device`` id, or None for the stack's own devices."""
-    return device_id.split(".", 1)[0] if "." in device_id else None
 
 
 def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
@@ -249,7 +301,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 event,
                 method=self.command,
                 path=self.path.split("?", 1)[0],
-                resource=self.path.split("?", 1)[0],
+                resource=fields.pop("resource", None) or self.path.split("?", 1)[0],
                 client=client,
                 http_status=int(status),
                 outcome=outcome,
@@ -274,6 +326,34 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 headers = {**(headers or {}), "Connection": "close"}
             self._send(int(status), {"error": message}, headers=headers)
+
+        def _audit_claimed(
+            self, result: IngestResult, status: HTTPStatus, identity: dict[str, Any]
+        ) -> None:
+            """Audit each device id that readings claimed without its own token."""
+            own = identity["namespace"] or gateway.settings.gateway_namespace
+            for claimed in result.claimed_devices:
+                if not DEVICE_ID_PATTERN.match(claimed):
+                    continue
+                target = gateway.routers.registry.owner_namespace(
+                    claimed, gateway.settings.gateway_namespace
+                )
+                self._audit(
+                    "reject",
+                    status,
+                    "rejected",
+                    reason=f"reading of device {claimed!r} sent with the token of another device",
+                    **{**identity, "namespace": own},
+                    resource=f"/devices/{claimed}",
+                    claimed_device_id=claimed,
+                    target_namespace=target,
+                )
+                logger.warning(
+                    "device %s sent a reading of device %s (namespace %s)",
+                    identity["device_id"],
+                    claimed,
+                    target,
+                )
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             if self.path == "/health":
@@ -316,11 +396,16 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                     token_digest=presented,
                 )
                 return
-            identity = {"actor": device_id, "device_id": device_id, "tenant": _tenant(device_id)}
+            tenant, router = gateway.routers.for_device(device_id)
+            identity = {
+                "actor": device_id,
+                "device_id": device_id,
+                "tenant": tenant.name if tenant is not None else None,
+                "namespace": tenant.namespace if tenant is not None else None,
+                "action": "ingest",
+            }
             try:
-                result = ingest_payload(
-                    gateway.router, body, device_id, "http", gateway.config.max_batch
-                )
+                result = ingest_payload(router, body, device_id, "http", gateway.config.max_batch)
             except BatchTooLargeError as exc:
                 self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, exc.reason, **identity)
                 return
@@ -332,6 +417,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 return
             status = HTTPStatus.BAD_REQUEST if result.invalid else HTTPStatus.ACCEPTED
             gateway.router.metrics.count_request("http", int(status))
+            self._audit_claimed(result, status, identity)
             self._audit(
                 "ingest",
                 status,

@@ -12,6 +12,11 @@ NOTE: after a crash, a partition that another host takes over starts a new windo
 the crashed writer's open window gets no event (its readings are in the lake).
 Window events are at-least-once: the pipeline deduplicates them by ``window_id``.
 
+Run for a tenant (settings from :func:`saodf.tenants.tenant_settings`, or
+``--tenant NAME``), the writer consumes only the tenant's raw topic, writes only under the
+tenant's lake prefix, and sends its window events and dead letters to the tenant's topics.
+A message of a device outside the tenant is dead-lettered, never written.
+
 Run it with ``python -m streaming.lake_writer``; SIGTERM and SIGINT finish the current
 batch, announce the open window and commit before exiting.
 """
@@ -39,7 +44,8 @@ from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.lake import RAW_SCHEMA, raw_file_name, raw_partition_url, write_parquet_atomic
 from saodf.log import configure_logging
-from saodf.telemetry import decode_message, metric_names, parse_timestamp
+from saodf.telemetry import DEVICE_ID_PATTERN, decode_message, metric_names, parse_timestamp
+from saodf.tenants import settings_tenant, tenant_settings
 from streaming.dlq import send_to_dlq
 from streaming.ingest_config import with_name_overrides
 from streaming.kafka import (
@@ -115,6 +121,29 @@ def readings_table(topic: str, readings: list[Reading]) -> pa.Table:
     return pa.table(columns, schema=RAW_SCHEMA)
 
 
+def raw_file_url(
+    lake_url: str, topic: str, device_id: str, hour_start: datetime, items: list[Reading]
+) -> str:
+    """Return the raw-zone URL of one device's readings of one hour and partition.
+
+    Raises:
+        InvalidTelemetryError: the device id breaks the device id pattern, so a path built
+            from it could leave the device's folder.
+    """
+    if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.match(device_id):
+        raise InvalidTelemetryError(
+            f"device_id {device_id!r} is invalid; use 1-128 characters from A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit"
+        )
+    partition = items[0].partition
+    return "/".join(
+        [
+            raw_partition_url(lake_url, device_id, hour_start),
+            raw_file_name(topic, partition, items[0].offset, items[-1].offset),
+        ]
+    )
+
+
 def state_path(settings: Settings, group_id: str) -> Path:
     """Return the window-state file of ``group_id`` under the run folder."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", group_id)
@@ -138,6 +167,7 @@ class LakeWriter:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.topic = self.settings.topic_raw
+        self.tenant = settings_tenant(self.settings)
         self.stats = WriterStats()
         self.window = Window(self.topic)
         self.next_offsets: dict[int, int] = {}
@@ -168,10 +198,11 @@ class LakeWriter:
             on_lost=self._on_lost,
         )
         logger.info(
-            "lake writer started: group %s, topic %s, lake %s",
+            "lake writer started: group %s, topic %s, lake %s, tenant %s",
             self.group_id,
             self.topic,
             self.settings.lake_url,
+            self.tenant.name if self.tenant is not None else "-",
         )
 
     def close(self) -> None:
@@ -285,6 +316,19 @@ class LakeWriter:
                 if message.value() is None:
                     raise InvalidTelemetryError("message has no payload (null value)")
                 decoded = decode_message(message.value())
+                if self.tenant is not None and not self.tenant.owns_device(decoded["device_id"]):
+                    logger.warning(
+                        "message %s[%d]@%d of device %s is not tenant %s's; dead-lettering it",
+                        message.topic(),
+                        partition,
+                        offset,
+                        decoded["device_id"],
+                        self.tenant.name,
+                    )
+                    raise InvalidTelemetryError(
+                        f"device_id {decoded['device_id']!r} is not a device of tenant "
+                        f"{self.tenant.name!r}; its topic takes only ids {self.tenant.name}.*"
+                    )
             except InvalidTelemetryError as exc:
                 self._dead_letter(message, exc.reason)
                 self.window.add(partition, offset, now)
@@ -293,13 +337,8 @@ class LakeWriter:
             reading = Reading(partition, offset, decoded, parse_timestamp(decoded["timestamp"]))
             readings.append(reading)
             self.window.add(partition, offset, now, reading.device_id, reading.timestamp)
-        for (device_id, hour_start, partition), items in group_readings(readings).items():
-            url = "/".join(
-                [
-                    raw_partition_url(self.settings.lake_url, device_id, hour_start),
-                    raw_file_name(self.topic, partition, items[0].offset, items[-1].offset),
-                ]
-            )
+        for (device_id, hour_start, _partition), items in group_readings(readings).items():
+            url = raw_file_url(self.settings.lake_url, self.topic, device_id, hour_start, items)
             write_parquet_atomic(readings_table(self.topic, items), url)
             self.stats.files += 1
             logger.debug("wrote %d reading(s) to %s", len(items), url)
@@ -509,7 +548,16 @@ class LakeWriter:
 def main(argv: list[str] | None = None) -> int:
     """Run the lake writer until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m streaming.lake_writer", description=__doc__)
-    parser.add_argument("--group-id", default=DEFAULT_GROUP_ID, help="consumer group id")
+    parser.add_argument(
+        "--group-id",
+        default=None,
+        help=f"consumer group id (default {DEFAULT_GROUP_ID}, or {DEFAULT_GROUP_ID}-TENANT)",
+    )
+    parser.add_argument(
+        "--tenant",
+        default=None,
+        help="tenant whose topics to consume and whose lake prefix to write (default none)",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=1000, help="maximum messages per poll (default 1000)"
     )
@@ -543,9 +591,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    writer = LakeWriter(
-        settings.with_overrides(**overrides), group_id=args.group_id, batch_size=args.batch_size
-    )
+    settings = settings.with_overrides(**overrides)
+    group_id = args.group_id or DEFAULT_GROUP_ID
+    if args.tenant:
+        # The tenant's prefix goes in front of any topic named above.
+        settings = tenant_settings(args.tenant, settings)
+        group_id = args.group_id or f"{DEFAULT_GROUP_ID}-{args.tenant}"
+    writer = LakeWriter(settings, group_id=group_id, batch_size=args.batch_size)
     writer.run(max_seconds=args.max_seconds, stop_event=stop_event)
     return 0
 

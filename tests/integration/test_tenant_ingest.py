@@ -11,9 +11,11 @@ import requests
 
 from saodf.audit_tools import scan
 from saodf.stack import process
-from saodf.tenants import create_tenant
+from saodf.tenants import create_tenant, tenant_settings
+from streaming.dlq import read_dlq
 from streaming.ingest_config import IngestConfig
 from streaming.ingest_gateway import IngestGateway
+from streaming.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,14 @@ def _post(server, body, token):
     return requests.post(
         f"{server.url}/v1/telemetry", data=orjson.dumps(body), headers=headers, timeout=30
     )
+
+
+def _topic(server, tenant, field):
+    """Return every record of a tenant's topic (the default deployment's for None)."""
+    settings = tenant_settings(tenant, server.settings) if tenant else server.settings
+    topic = getattr(settings, field)
+    ensure_topics(settings, [topic])
+    return read_dlq(settings.with_overrides(topic_dlq=topic), limit=50, timeout=10)
 
 
 def _records(server):
@@ -88,7 +98,53 @@ def test_other_tenant_device_alerted(ingest):
     server, tokens = ingest
     _post(server, _reading("beta.pump-1"), tokens["acme.pump-1"])
     alerts = scan([server.audit.path])
-    assert [(alert.rule, alert.actor) for alert in alerts] == [("malformed_input", "acme.pump-1")]
+    assert sorted((alert.rule, alert.actor) for alert in alerts) == [
+        ("cross_tenant", "acme.pump-1"),
+        ("malformed_input", "acme.pump-1"),
+    ]
+
+
+def test_other_tenant_device_audited(ingest):
+    server, tokens = ingest
+    _post(server, _reading("beta.pump-1"), tokens["acme.pump-1"])
+    record = [r for r in _records(server) if r["event"] == "reject"][-1]
+    fields = ("tenant", "actor", "action", "resource", "outcome", "client", "target_namespace")
+    assert {name: record.get(name) for name in fields} == {
+        "tenant": "acme",
+        "actor": "acme.pump-1",
+        "action": "ingest",
+        "resource": "/devices/beta.pump-1",
+        "outcome": "rejected",
+        "client": "127.0.0.1",
+        "target_namespace": "beta",
+    }
+
+
+def test_reading_in_tenant_topic(ingest):
+    server, tokens = ingest
+    reply = _post(server, _reading("acme.pump-1"), tokens["acme.pump-1"]).json()
+    assert reply["results"][0]["status"] == "kafka"
+    assert [r["device_id"] for r in _topic(server, "acme", "topic_raw")] == ["acme.pump-1"]
+
+
+def test_tenant_topics_apart(ingest):
+    server, tokens = ingest
+    _post(server, _reading("acme.pump-1"), tokens["acme.pump-1"])
+    _post(server, _reading("beta.pump-1"), tokens["beta.pump-1"])
+    assert {r["device_id"] for r in _topic(server, "beta", "topic_raw")} == {"beta.pump-1"}
+
+
+def test_reading_not_in_default_topic(ingest):
+    server, tokens = ingest
+    _post(server, _reading("acme.pump-1"), tokens["acme.pump-1"])
+    assert _topic(server, None, "topic_raw") == []
+
+
+def test_cross_tenant_reading_in_own_dlq(ingest):
+    server, tokens = ingest
+    _post(server, _reading("beta.pump-1"), tokens["acme.pump-1"])
+    records = _topic(server, "acme", "topic_dlq")
+    assert "does not match the authenticated device 'acme.pump-1'" in records[0]["reason"]
 
 
 def test_unknown_token_audited(ingest):

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,26 +37,20 @@ logger = logging.getLogger(__name__)
 TENANTS_FILE = "tenants.json"
 REDIS_ADMIN_USER = "saodf-admin"
 TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
-# Commands the forecast cache issues (lookups, stores, counters, the Lua lookup script).
+# Commands that the ``forecast`` and ``detect_anomaly`` actions issue on a tenant's keys.
+# They read pointers and forecasts, store forecasts in a MULTI/EXEC transaction, count
+# misses, and run the Lua lookup and detector scripts by EVALSHA after SCRIPT LOAD. Redis
+# checks the scripts' own GET, INCR, ZINCRBY, EXPIRE, HMGET and HSET against the same ACL.
 CACHE_COMMANDS = (
     "get",
     "set",
     "del",
-    "unlink",
-    "exists",
     "expire",
-    "ttl",
-    "mget",
     "incr",
-    "incrby",
-    "hget",
-    "hset",
-    "hgetall",
-    "hincrby",
     "zincrby",
-    "zrange",
-    "zrevrange",
-    "eval",
+    "hgetall",
+    "hmget",
+    "hset",
     "evalsha",
     "script|load",
     "script|exists",
@@ -64,6 +59,10 @@ CACHE_COMMANDS = (
     "discard",
     "ping",
 )
+# Variable naming the tenant whose resources a process serves (see :func:`runtime_settings`).
+TENANT_ENV = "SAODF_TENANT"
+# Key of Settings.extra that marks settings scoped to one tenant.
+TENANT_SETTING = "tenant"
 
 
 class TenantError(SaodfError):
@@ -87,6 +86,10 @@ class Tenant:
 
     def owns_key(self, key: str) -> bool:
         return key.startswith(self.redis_key_prefix)
+
+    def owns_device(self, device_id: Any) -> bool:
+        """Return whether ``device_id`` is a fleet-wide id of this tenant (``<name>.<device>``)."""
+        return isinstance(device_id, str) and device_id.startswith(f"{self.name}.")
 
     def device_id(self, device: str) -> str:
         """Return the fleet-wide id of one of this tenant's devices."""
@@ -413,3 +416,122 @@ def tenant_lake_url(tenant: Tenant, lake_url: str, zone: str, device_id: str) ->
             f"its ids start with {tenant.name}."
         )
     return zone_url(lake_url, tenant.lake_prefix.rstrip("/"), zone, f"device_id={device_id}")
+
+
+def tenant_settings(tenant: Tenant | str, base: Settings | None = None) -> Settings:
+    """Return ``base`` scoped to one tenant's topics, queues, lake, Redis user and MLflow names.
+
+    Topic names get the tenant's topic prefix (``t.acme.telemetry.raw``). SQS queues get
+    the prefix ``t-<name>-``, because SQS names allow no dots. The lake URL moves under the
+    tenant's lake prefix and the Redis user becomes the tenant's ACL user. The MLflow
+    experiment and registered-model prefix get the tenant's MLflow prefix
+    (``acme.telemetry_pipeline``, ``acme.saodf-forecaster``). ``extra["tenant"]`` names the tenant, which
+    :func:`settings_tenant` reads back. The tenant need not be registered: the names follow
+    from :func:`tenant_layout` alone.
+
+    Raises:
+        TenantError: the name is invalid, or ``base`` is already scoped to a tenant.
+    """
+    tenant = tenant_layout(tenant) if isinstance(tenant, str) else tenant
+    base = base or get_settings()
+    scoped = base.extra.get(TENANT_SETTING)
+    if scoped:
+        raise TenantError(
+            f"settings are already scoped to tenant {scoped!r}; pass the stack's settings to "
+            f"scope them to {tenant.name!r}"
+        )
+    topic = tenant.kafka_topic_prefix
+    queue = f"t-{tenant.name}-"
+    return base.with_overrides(
+        topic_raw=topic + base.topic_raw,
+        topic_windows=topic + base.topic_windows,
+        topic_anomalies=topic + base.topic_anomalies,
+        topic_dlq=topic + base.topic_dlq,
+        sqs_queue=queue + base.sqs_queue,
+        sqs_dlq=queue + base.sqs_dlq,
+        lake_url=base.lake_path(tenant.lake_prefix.rstrip("/")),
+        redis_user=tenant.redis_user,
+        mlflow_experiment=tenant.mlflow_prefix + base.mlflow_experiment,
+        registered_model_prefix=tenant.mlflow_prefix + base.registered_model_prefix,
+        extra={**base.extra, TENANT_SETTING: tenant.name},
+    )
+
+
+def settings_tenant(settings: Settings) -> Tenant | None:
+    """Return the tenant that :func:`tenant_settings` scoped ``settings`` to, or None."""
+    name = settings.extra.get(TENANT_SETTING)
+    return tenant_layout(name) if name else None
+
+
+def runtime_settings(base: Settings | None = None) -> Settings:
+    """Return this process's settings, scoped to the tenant named by ``SAODF_TENANT`` if set.
+
+    The action gateway sets ``SAODF_TENANT`` in the runtime processes of a tenant's
+    namespace, so the actions there reach only that tenant's keys and lake.
+
+    Raises:
+        TenantError: ``SAODF_TENANT`` is not a valid tenant name.
+    """
+    import os
+
+    base = base or get_settings()
+    name = os.environ.get(TENANT_ENV)
+    return tenant_settings(name, base) if name else base
+
+
+class TenantRegistry:
+    """Read-only view of the tenant registry, read again whenever the file changes on disk."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._path = settings.home / "secrets" / TENANTS_FILE
+        self._mtime_ns: int | None = None
+        self._tenants: dict[str, Tenant] = {}
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._tenants, self._owners, self._mtime_ns = {}, {}, None
+            return
+        if mtime == self._mtime_ns:
+            return
+        tenants = {
+            name: _from_entry(entry) for name, entry in _load(self.settings)["tenants"].items()
+        }
+        self._tenants = tenants
+        self._owners = {
+            device_id: tenant.name for tenant in tenants.values() for device_id in tenant.devices
+        }
+        self._mtime_ns = mtime
+
+    def tenant(self, name: str) -> Tenant | None:
+        """Return the registered tenant called ``name``, or None."""
+        with self._lock:
+            self._refresh()
+            return self._tenants.get(name)
+
+    def owner(self, device_id: str) -> Tenant | None:
+        """Return the tenant that lists ``device_id`` among its devices, or None."""
+        with self._lock:
+            self._refresh()
+            name = self._owners.get(device_id)
+            return self._tenants.get(name) if name else None
+
+    def device_tenant(self, device_id: str) -> Tenant | None:
+        """Return the tenant that ``device_id`` belongs to, or None for the stack's own devices.
+
+        A device belongs to the tenant that lists it, or else to the registered tenant named
+        by the part of its id before the first dot.
+        """
+        tenant = self.owner(device_id)
+        if tenant is None and "." in device_id:
+            tenant = self.tenant(device_id.split(".", 1)[0])
+        return tenant
+
+    def owner_namespace(self, device_id: str, default: str) -> str:
+        """Return the namespace of ``device_id``'s tenant, or ``default`` for the stack's own."""
+        tenant = self.device_tenant(device_id)
+        return tenant.namespace if tenant is not None else default

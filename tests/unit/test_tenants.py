@@ -10,7 +10,9 @@ import pytest
 from saodf.config import get_settings, reset_settings
 from saodf.secrets import gateway_keys
 from saodf.tenants import (
+    TENANT_ENV,
     TenantError,
+    TenantRegistry,
     create_tenant,
     delete_tenant,
     get_tenant,
@@ -18,8 +20,11 @@ from saodf.tenants import (
     redis_acl_lines,
     redis_acl_rules,
     rotate_keys,
+    runtime_settings,
+    settings_tenant,
     tenant_lake_url,
     tenant_layout,
+    tenant_settings,
 )
 from streaming.tokens import DeviceTokens
 
@@ -153,7 +158,21 @@ def test_lake_url_own_device():
     assert url == "file:///lake/tenants/acme/raw/device_id=acme.pump-1"
 
 
-@pytest.mark.parametrize("device_id", ["../beta.pump-1", "acme.x/../../beta", "/etc", "", None])
+@pytest.mark.parametrize(
+    "device_id",
+    [
+        "../beta.pump-1",
+        "acme.x/../../beta",
+        "/etc",
+        "",
+        None,
+        "%2e%2e",
+        "acme.%2e%2e%2fbeta",
+        "acme.pump-1\x00",
+        "/tmp/acme.pump-1",
+        "acme.pump-1\\..\\beta",
+    ],
+)
 def test_lake_url_traversal(device_id):
     with pytest.raises(TenantError, match="invalid"):
         tenant_lake_url(tenant_layout("acme"), "file:///lake", "raw", device_id)
@@ -162,3 +181,87 @@ def test_lake_url_traversal(device_id):
 def test_lake_url_other_tenant():
     with pytest.raises(TenantError, match="not a device of tenant 'acme'"):
         tenant_lake_url(tenant_layout("acme"), "file:///lake", "raw", "beta.pump-1")
+
+
+def test_settings_topics(settings):
+    scoped = tenant_settings("acme", settings)
+    assert (scoped.topic_raw, scoped.topic_dlq) == ("t.acme.telemetry.raw", "t.acme.telemetry.dlq")
+
+
+def test_settings_queues(settings):
+    scoped = tenant_settings("acme", settings)
+    assert (scoped.sqs_queue, scoped.sqs_dlq) == (
+        "t-acme-telemetry-raw",
+        "t-acme-telemetry-raw-dlq",
+    )
+
+
+def test_settings_lake(settings):
+    scoped = tenant_settings("acme", settings)
+    assert scoped.lake_url == settings.lake_url.rstrip("/") + "/tenants/acme"
+
+
+def test_settings_mlflow_names(settings):
+    scoped = tenant_settings("acme", settings)
+    assert (scoped.mlflow_experiment, scoped.registered_model_prefix) == (
+        "acme.telemetry_pipeline",
+        "acme.saodf-forecaster",
+    )
+
+
+def test_settings_redis_user(settings):
+    assert tenant_settings("acme", settings).redis_user == "saodf-t-acme"
+
+
+def test_settings_names_tenant(settings):
+    assert settings_tenant(tenant_settings("acme", settings)).name == "acme"
+
+
+def test_settings_default_untouched(settings):
+    assert settings_tenant(settings) is None
+
+
+def test_settings_twice(settings):
+    with pytest.raises(TenantError, match="already scoped to tenant 'acme'"):
+        tenant_settings("beta", tenant_settings("acme", settings))
+
+
+def test_runtime_settings_env(settings, monkeypatch):
+    monkeypatch.setenv(TENANT_ENV, "acme")
+    assert runtime_settings(settings).topic_raw == "t.acme.telemetry.raw"
+
+
+def test_runtime_settings_bad_env(settings, monkeypatch):
+    monkeypatch.setenv(TENANT_ENV, "../beta")
+    with pytest.raises(TenantError, match="invalid"):
+        runtime_settings(settings)
+
+
+def test_owns_device_prefix():
+    assert tenant_layout("acme").owns_device("acme.pump-1")
+
+
+@pytest.mark.parametrize("device_id", ["acme-2.pump-1", "beta.pump-1", "acme", "pump-1", None])
+def test_owns_device_other(device_id):
+    assert not tenant_layout("acme").owns_device(device_id)
+
+
+def test_registry_device_tenant(settings):
+    create_tenant("acme", devices=["pump-1"], settings=settings)
+    assert TenantRegistry(settings).device_tenant("acme.pump-1").name == "acme"
+
+
+def test_registry_stack_device(settings):
+    create_tenant("acme", settings=settings)
+    assert TenantRegistry(settings).owner_namespace("machine_temp", "saodf") == "saodf"
+
+
+def test_registry_sees_new_tenant(settings):
+    registry = TenantRegistry(settings)
+    registry.tenant("acme")
+    create_tenant("acme", settings=settings)
+    assert registry.tenant("acme") is not None
+
+
+def test_acl_rules_no_eval():
+    assert "+eval" not in redis_acl_rules(tenant_layout("acme"), "pw")

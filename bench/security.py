@@ -13,7 +13,11 @@ bursts of attacks, each burst from its own loopback source address (127.0.0.10 a
 - ``malformed_body``: bodies that are not JSON objects;
 - ``replayed_key``: ``acme``'s key from before a rotation;
 - ``single_wrong_credentials``: one wrong key per source address, below the brute-force
-  threshold, to measure what a careful guesser gets past the rules.
+  threshold, to measure what a careful guesser gets past the rules;
+- ``single_replayed_key``: one call with ``acme``'s rotated-out key per source address;
+- ``replayed_key_legal_source``: calls with the rotated-out key from 127.0.0.1, the
+  address of the legal calls, so that only the key itself can give it away; fewer than the
+  brute-force threshold in all.
 
 Each call leaves one audit record, in order, so the n-th call is line n of the log. A call
 is rejected when the gateway returns 4xx or 5xx, and detected when its line is evidence in
@@ -60,9 +64,17 @@ ATTACK_CLASSES = (
     "malformed_body",
     "replayed_key",
     "single_wrong_credentials",
+    "single_replayed_key",
+    "replayed_key_legal_source",
 )
 # Classes sent as one call per source address instead of a burst.
-SINGLE_CALL_CLASSES = ("single_wrong_credentials",)
+SINGLE_CALL_CLASSES = (
+    "single_wrong_credentials",
+    "single_replayed_key",
+    "replayed_key_legal_source",
+)
+# Classes sent from the legal calls' address instead of an address of their own.
+LEGAL_SOURCE_CLASSES = ("replayed_key_legal_source",)
 TRAVERSALS = ("../../etc/passwd", "..%2f..%2fetc", "a/../../b", "/etc/shadow", "..\\..\\win.ini")
 MALFORMED = (b"{not json", b"[1, 2, 3]", b'"text"', b"\xff\xfe", b'{"device_id": ')
 
@@ -132,7 +144,7 @@ def _attack(kind: str, keys: dict[str, str], old_key: str, rng: random.Random) -
         )
     if kind == "malformed_body":
         return _action_path("acme"), rng.choice(MALFORMED), acme
-    if kind == "replayed_key":
+    if kind in ("replayed_key", "single_replayed_key", "replayed_key_legal_source"):
         return _action_path("acme"), legal_body, _basic(old_key)
     raise ValueError(f"attack class {kind!r} is unknown; use one of {ATTACK_CLASSES}")
 
@@ -141,7 +153,7 @@ def run(settings: Settings, quick: bool) -> dict:
     """Replay legal calls and attack bursts against a gateway and score the audit rules."""
     from actions.gateway import serve
     from actions.pool import ActionSpec
-    from saodf.audit_tools import RuleConfig, scan
+    from saodf.audit_tools import rule_config, scan
     from saodf.secrets import gateway_keys
     from saodf.tenants import create_tenant, rotate_keys
 
@@ -151,7 +163,6 @@ def run(settings: Settings, quick: bool) -> dict:
     rng = random.Random(7)
     # Legal traffic arrives as a burst with no earlier history, so the volume rule only has its
     # floor to go by. The floor sits above the bench's legal rate per key.
-    config = RuleConfig(volume_min_calls=legal_calls)
     with tempfile.TemporaryDirectory(prefix="saodf-bench-security-") as scratch:
         home = Path(scratch)
         local = settings.with_overrides(home=home, lake_url=(home / "lake").as_uri())
@@ -161,6 +172,7 @@ def run(settings: Settings, quick: bool) -> dict:
         }
         old_key = issued["acme"]
         issued["acme"] = rotate_keys("acme", settings=local)["gateway_key"]
+        config = rule_config(local, volume_min_calls=legal_calls)
         server = serve(
             local,
             actions=[ActionSpec(name="echo", code=ECHO_CODE, timeout_seconds=30.0)],
@@ -170,7 +182,12 @@ def run(settings: Settings, quick: bool) -> dict:
         try:
             plan: list[tuple[str, str]] = [("legal", "") for _ in range(legal_calls)]
             for kind in ATTACK_CLASSES:
-                for burst in range(bursts_per_class):
+                count = bursts_per_class
+                if kind in LEGAL_SOURCE_CLASSES:
+                    # The replay lasts seconds, so more calls from one address would add up
+                    # to a brute-force burst instead of testing lone calls.
+                    count = min(count, config.brute_force_failures - 1)
+                for burst in range(count):
                     plan.append((kind, f"{kind}:{burst}"))
             rng.shuffle(plan)
             sources: dict[str, str] = {}
@@ -185,9 +202,12 @@ def run(settings: Settings, quick: bool) -> dict:
                     )
                     calls.append(("legal", status))
                     continue
-                source = sources.setdefault(
-                    burst, f"127.0.{len(sources) // 240}.{10 + len(sources) % 240}"
-                )
+                if kind in LEGAL_SOURCE_CLASSES:
+                    source = "127.0.0.1"
+                else:
+                    source = sources.setdefault(
+                        burst, f"127.0.{len(sources) // 240}.{10 + len(sources) % 240}"
+                    )
                 for _ in range(1 if kind in SINGLE_CALL_CLASSES else burst_size):
                     path, body, authorization = _attack(kind, issued, old_key, rng)
                     calls.append((kind, _call(server.port, source, path, body, authorization)))
@@ -252,7 +272,10 @@ def run(settings: Settings, quick: bool) -> dict:
         "set above the legal rate because the legal traffic has no earlier history.",
         "Detected share counts an attack call as detected when its audit record is evidence in "
         "an alert. Lone wrong-credential calls stay below the brute-force threshold of "
-        f"{config.brute_force_failures} per {config.window_seconds:.0f} s, see "
-        "single_wrong_credentials_detected_share.",
+        f"{config.brute_force_failures} per {config.window_seconds:.0f} s; the "
+        "unknown_source_guess rule flags them because their address never authenticated.",
+        "replayed_key_legal_source comes from the legal calls' address, and the action "
+        "gateway's 401 records do not name the presented key, so the revoked_key rule "
+        "cannot match it against the rotated-out keys.",
     ]
     return {"figures": figures, "reference": {}, "ratios": {}, "goals": goals, "notes": notes}

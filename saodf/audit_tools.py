@@ -10,14 +10,23 @@ time window:
 - ``invalid_token_burst``: missing or unknown device tokens at the ingest gateway;
 - ``malformed_input``: bodies that are not JSON objects, over the size limit, without a
   usable length, or device ids that break the telemetry contract (path traversal);
-- ``unusual_volume``: an actor's calls in one window far above its usual rate.
+- ``unusual_volume``: an actor's calls in one window far above its usual rate;
+- ``unknown_source_guess``: even one wrong gateway key or unknown device token from a
+  source address that had not authenticated before, below the brute-force threshold;
+- ``revoked_key``: a gateway key or device token that ``saodf tenant rotate-keys`` rotated
+  out (:func:`record_revoked_keys`), from any source.
 
 An actor is the key's subject uuid or device id when the caller authenticated, else
 ``client:<address>``.
+
+NOTE: the rules distinguish sources by address only. Callers behind one NAT or proxy share an
+address, so a guesser there counts as known once a legal caller of that address
+authenticated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -30,17 +39,29 @@ from typing import Any, Callable, Iterable, Iterator
 
 from actions.audit import AuditChainError, verify_audit_log
 from saodf.config import Settings, get_settings
+from saodf.secrets import secrets_dir, write_json_secret
 
 logger = logging.getLogger(__name__)
 
 AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl", "admin_audit.jsonl")
 MALFORMED_STATUSES = frozenset({400, 411, 413})
 INGEST_PREFIX = "/v1/"
+REVOKED_KEYS_FILE = "revoked_keys.json"
+# Hex characters of sha256(secret) that identify a presented key or token. The ingest
+# gateway logs the same prefix as ``token_digest``.
+DIGEST_CHARS = 16
+# Events of callers that authenticated, so a later wrong key from their address is not new.
+AUTHENTICATED_EVENTS = frozenset({"invoke", "ingest"})
 
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Thresholds of the detection rules; counts are per actor and window."""
+    """Thresholds of the detection rules, and the digests of revoked keys and tokens.
+
+    Counts are per actor and window. ``revoked_digests`` maps the first
+    :data:`DIGEST_CHARS` hex characters of sha256(secret) to ``(tenant, owner)``, where the
+    owner is the gateway key's uuid or the token's device id.
+    """
 
     window_seconds: float = 300.0
     brute_force_failures: int = 3
@@ -49,6 +70,7 @@ class RuleConfig:
     volume_window_seconds: float = 60.0
     volume_min_calls: int = 50
     volume_factor: float = 5.0
+    revoked_digests: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -255,13 +277,180 @@ def unusual_volume(records: list[Record], config: RuleConfig) -> Iterator[Alert]
                 )
 
 
+def _authenticated(record: Record) -> bool:
+    event = record.data.get("event")
+    return isinstance(event, str) and event in AUTHENTICATED_EVENTS
+
+
+def _presented_guess(record: Record) -> bool:
+    """Return whether a record is a 401 for a key or token that was sent but is not valid."""
+    data = record.data
+    if data.get("event") != "reject" or data.get("http_status") != 401:
+        return False
+    if str(data.get("path", "")).startswith(INGEST_PREFIX):
+        return bool(data.get("token_digest"))
+    # Clients may send a first request without credentials and retry after the 401
+    # challenge, so only presented credentials count.
+    return "missing" not in str(data.get("reason", ""))
+
+
+def _namespace_of(path: Any) -> str | None:
+    parts = str(path).split("/")
+    if len(parts) > 4 and parts[1:4] == ["api", "v1", "namespaces"]:
+        return parts[4]
+    return None
+
+
+def unknown_source_guess(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    """Flag every wrong key or token from an address that had not authenticated before it."""
+    authenticated: set[str] = set()
+    for record in records:
+        client = record.data.get("client")
+        if client is None:
+            continue
+        client = str(client)
+        if _authenticated(record):
+            authenticated.add(client)
+            continue
+        if client in authenticated or not _presented_guess(record):
+            continue
+        namespace = _namespace_of(record.data.get("path"))
+        target = f"namespace {namespace}" if namespace else str(record.data.get("path", "?"))
+        yield Alert(
+            rule="unknown_source_guess",
+            actor=record.actor,
+            count=1,
+            first=record.time_text,
+            last=record.time_text,
+            evidence=[record.ref],
+            detail=f"invalid credentials for {target} from an address that never authenticated",
+        )
+
+
+def _presented_digest(record: Record) -> str | None:
+    data = record.data
+    digest = data.get("token_digest") or data.get("key_digest")
+    return str(digest) if digest else None
+
+
+def revoked_key(records: list[Record], config: RuleConfig) -> Iterator[Alert]:
+    """Flag each use of a rotated-out key or token, naming its tenant and the source.
+
+    The source is new when the key's owner (its uuid, or the token's device) never
+    authenticated from that address before.
+    """
+    if not config.revoked_digests:
+        return
+    owner_sources: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        client = str(record.data.get("client", "?"))
+        if _authenticated(record):
+            owner_sources[record.actor].add(client)
+            continue
+        digest = _presented_digest(record)
+        if digest is None or digest not in config.revoked_digests:
+            continue
+        tenant, owner = config.revoked_digests[digest]
+        known = client in owner_sources[owner]
+        origin = "an address its owner used before" if known else "a new address"
+        yield Alert(
+            rule="revoked_key",
+            actor=record.actor,
+            count=1,
+            first=record.time_text,
+            last=record.time_text,
+            evidence=[record.ref],
+            detail=f"rotated-out key {owner} of tenant {tenant} presented from {origin} ({client})",
+        )
+
+
 RULES: dict[str, Callable[[list[Record], RuleConfig], Iterator[Alert]]] = {
     "brute_force": brute_force,
     "cross_tenant": cross_tenant,
     "invalid_token_burst": invalid_token_burst,
     "malformed_input": malformed_input,
     "unusual_volume": unusual_volume,
+    "unknown_source_guess": unknown_source_guess,
+    "revoked_key": revoked_key,
 }
+
+
+def secret_digest(secret: str) -> str:
+    """Return the prefix of sha256(secret) that audit records carry instead of the secret."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+
+
+def record_revoked_keys(
+    settings: Settings, tenant: str, gateway_key: str | None, device_ids: Iterable[str] = ()
+) -> int:
+    """Add a tenant's current gateway key and device tokens to the revoked list.
+
+    Call it before the keys are replaced. Only digests are kept: the gateway key's
+    :func:`secret_digest` and uuid, and each device token's digest from the token store.
+
+    Returns:
+        The number of entries added.
+    """
+    from streaming.tokens import TOKENS_FILE
+
+    revoked_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    entries = []
+    if gateway_key:
+        entries.append(
+            {
+                "tenant": tenant,
+                "kind": "gateway_key",
+                "key_id": gateway_key.split(":", 1)[0],
+                "digest": secret_digest(gateway_key),
+                "revoked_at": revoked_at,
+            }
+        )
+    tokens_path = secrets_dir(settings) / TOKENS_FILE
+    stored = json.loads(tokens_path.read_text(encoding="utf-8")) if tokens_path.exists() else {}
+    for device_id in device_ids:
+        digest = stored.get("devices", {}).get(device_id, {}).get("sha256")
+        if digest:
+            entries.append(
+                {
+                    "tenant": tenant,
+                    "kind": "device_token",
+                    "device_id": device_id,
+                    "digest": digest[:DIGEST_CHARS],
+                    "revoked_at": revoked_at,
+                }
+            )
+    if entries:
+        write_json_secret(
+            REVOKED_KEYS_FILE, {"revoked": [*revoked_keys(settings), *entries]}, settings
+        )
+        logger.info("recorded %d revoked keys of tenant %s", len(entries), tenant)
+    return len(entries)
+
+
+def revoked_keys(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Return the revoked-key entries of a home, oldest first; [] when there are none."""
+    settings = settings or get_settings()
+    path = secrets_dir(settings) / REVOKED_KEYS_FILE
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("revoked", [])
+    except (ValueError, AttributeError) as exc:
+        logger.error("revoked-key list %s is unreadable, ignoring it: %s", path, exc)
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and entry.get("digest")]
+
+
+def rule_config(settings: Settings | None = None, **thresholds: Any) -> RuleConfig:
+    """Return the rule settings with a home's revoked keys and the given threshold overrides."""
+    revoked = {
+        str(entry["digest"]): (
+            str(entry.get("tenant", "?")),
+            str(entry.get("key_id") or entry.get("device_id") or "?"),
+        )
+        for entry in revoked_keys(settings)
+    }
+    return RuleConfig(**thresholds, revoked_digests=revoked)
 
 
 def detect(records: list[Record], config: RuleConfig | None = None) -> list[Alert]:
@@ -290,6 +479,7 @@ def watch(
         The number of alerts reported.
     """
     paths = list(paths)
+    config = config or rule_config()
     seen: set[tuple[str, str, str]] = set()
     deadline = time.monotonic() + max_seconds
     while True:
@@ -312,8 +502,12 @@ __all__ = [
     "audit_paths",
     "detect",
     "read_records",
+    "record_revoked_keys",
+    "revoked_keys",
+    "rule_config",
     "run_detection",
     "scan",
+    "secret_digest",
     "verify",
     "watch",
 ]
@@ -331,6 +525,7 @@ def run_detection(
     started in the previous interval is reported once, in the interval where it ends.
     """
     settings = settings or get_settings()
+    config = config or rule_config(settings)
     low = since.timestamp() if since else float("-inf")
     high = until.timestamp() if until else float("inf")
     alerts = [

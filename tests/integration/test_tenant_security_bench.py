@@ -33,9 +33,14 @@ def test_legal_not_flagged(result):
     assert result["figures"]["legal_flagged_share"] == 0.0
 
 
-@pytest.mark.parametrize("kind", [k for k in security.ATTACK_CLASSES if k.startswith("single")])
-def test_single_guess_missed(result, kind):
-    assert result["figures"][f"{kind}_detected_share"] == 0.0
+@pytest.mark.parametrize("kind", ["single_wrong_credentials", "single_replayed_key"])
+def test_single_guess_detected(result, kind):
+    assert result["figures"][f"{kind}_detected_share"] == 1.0
+
+
+def test_legal_source_replay_missed(result):
+    """Only the key gives this replay away, and the gateway's 401 records do not name it."""
+    assert result["figures"]["replayed_key_legal_source_detected_share"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -241,6 +241,7 @@ def rotate_keys(name: str, settings: Settings | None = None) -> dict[str, Any]:
     Raises:
         TenantError: no such tenant.
     """
+    from saodf.audit_tools import record_revoked_keys
     from streaming.tokens import create_device_token
 
     settings = settings or get_settings()
@@ -249,6 +250,8 @@ def rotate_keys(name: str, settings: Settings | None = None) -> dict[str, Any]:
         entry = store["tenants"].get(name)
         if entry is None:
             raise TenantError(f"tenant {name!r} does not exist; create it first")
+        # Digests of the keys being replaced, so that detection flags their later use.
+        record_revoked_keys(settings, name, gateway_keys(settings).get(name), entry["devices"])
         gateway_key = _new_gateway_key()
         entry["redis_password"] = secrets.token_urlsafe(24)
         entry["rotated_at"] = _now()

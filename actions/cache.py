@@ -14,6 +14,11 @@ Keys, all under the ``saodf:`` prefix that the Redis ACL user may touch:
 - ``saodf:cache:ttl``: the TTL policy (seconds per volatility class), written by the hit
   monitor. Its fields take precedence over the TTLs a :class:`ForecastCache` was built with.
 
+A tenant's cache (:meth:`ForecastCache.from_settings` with settings from
+:func:`saodf.tenants.tenant_settings`) keeps the same keys under the tenant's prefix instead
+of ``saodf:``, such as ``saodf:t:acme:fc:{sha256}`` and ``saodf:t:acme:device:{device_id}``,
+and connects as the tenant's Redis ACL user, which may touch no other key.
+
 Forecast entries expire after a TTL chosen by device volatility. Under ``allkeys-lru`` Redis
 may also evict any key, pointers included, when it reaches ``maxmemory``.
 """
@@ -28,7 +33,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import fsspec
@@ -39,6 +44,8 @@ from saodf.errors import SaodfError
 
 logger = logging.getLogger(__name__)
 
+# Prefix of every key of the default (tenant-less) deployment; tenants replace it with theirs.
+DEFAULT_KEY_PREFIX = "saodf:"
 FORECAST_KEY_PREFIX = "saodf:fc:"
 DEVICE_KEY_PREFIX = "saodf:device:"
 HITS_KEY = "saodf:cache:hits"
@@ -107,20 +114,27 @@ class DevicePointer:
     volatility: str
     # Telemetry metric the forecast target was built from; empty when the manifest omits it.
     metric: str = ""
+    # Key prefix of the cache the pointer was read from; not stored in Redis.
+    key_prefix: str = field(default=DEFAULT_KEY_PREFIX, compare=False)
 
     @property
     def forecast_key(self) -> str:
-        return forecast_key(
-            self.device_id,
-            self.forecast_start,
-            self.horizon,
-            self.freq,
-            self.model_name,
-            self.model_version,
+        return scoped_key(
+            forecast_key(
+                self.device_id,
+                self.forecast_start,
+                self.horizon,
+                self.freq,
+                self.model_name,
+                self.model_version,
+            ),
+            self.key_prefix,
         )
 
     def to_hash(self) -> dict[str, str]:
-        return {name: str(value) for name, value in asdict(self).items()}
+        fields = asdict(self)
+        fields.pop("key_prefix")
+        return {name: str(value) for name, value in fields.items()}
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> "DevicePointer":
@@ -163,6 +177,13 @@ def forecast_key(
 
 def device_key(device_id: str) -> str:
     return DEVICE_KEY_PREFIX + device_id
+
+
+def scoped_key(key: str, key_prefix: str) -> str:
+    """Return a default-deployment key (``saodf:...``) moved under ``key_prefix``."""
+    if not key.startswith(DEFAULT_KEY_PREFIX):
+        raise CacheError(f"key {key!r} does not start with {DEFAULT_KEY_PREFIX!r}")
+    return key_prefix + key[len(DEFAULT_KEY_PREFIX) :]
 
 
 def miss_bucket(moment: float) -> int:
@@ -244,10 +265,31 @@ def redis_tls_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+class TenantCredentials(redis.CredentialProvider):
+    """A tenant's Redis user with its current password, read from the registry per connection.
+
+    A connection opened after ``saodf tenant rotate-keys`` uses the new password.
+    """
+
+    def __init__(self, settings: Settings, tenant_name: str):
+        self.settings = settings
+        self.tenant_name = tenant_name
+        self.username = settings.redis_user
+
+    def get_credentials(self) -> tuple[str, str]:
+        from saodf.tenants import tenant_redis_password
+
+        return self.username, tenant_redis_password(self.tenant_name, self.settings)
+
+
 def redis_client(
     settings: Settings | None = None, timeout: float = 5.0, retries: int = 2
 ) -> redis.Redis:
     """Return a client authenticated as the configured ACL user, decoding replies as text.
+
+    Settings scoped to a tenant (:func:`saodf.tenants.tenant_settings`) authenticate as
+    the tenant's ACL user with its password from the tenant registry; the others as
+    ``settings.redis_user`` with the stack's Redis password.
 
     ``timeout`` bounds, in seconds, both connecting and each reply. A failed connection is
     retried ``retries`` times, 100 ms and then 200 ms apart. redis-py 8 retries 10 times
@@ -258,14 +300,19 @@ def redis_client(
     from redis.retry import Retry
 
     from saodf.secrets import redis_password
+    from saodf.tenants import settings_tenant
 
     settings = settings or get_settings()
+    tenant = settings_tenant(settings)
+    if tenant is not None:
+        login: dict[str, Any] = {"credential_provider": TenantCredentials(settings, tenant.name)}
+    else:
+        login = {"username": settings.redis_user, "password": redis_password(settings)}
     return redis.Redis(
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         host=settings.redis_host,
         port=settings.redis_port,
-        username=settings.redis_user,
-        password=redis_password(settings),
+        **login,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -274,19 +321,30 @@ def redis_client(
 
 
 class ForecastCache:
-    """Forecasts and device pointers in Redis, with hit and miss counters."""
+    """Forecasts and device pointers in Redis, with hit and miss counters.
+
+    Every key starts with ``key_prefix``: ``saodf:`` for the default deployment, a
+    tenant's Redis key prefix (``saodf:t:acme:``) for a tenant's cache.
+    """
 
     def __init__(
         self,
         client: redis.Redis,
         dynamic_ttl: int = DYNAMIC_TTL_SECONDS,
         stable_ttl: int = STABLE_TTL_SECONDS,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
     ):
         if dynamic_ttl <= 0 or stable_ttl <= 0:
             raise CacheError(
                 f"TTLs must be positive seconds, got dynamic={dynamic_ttl} stable={stable_ttl}"
             )
+        if not key_prefix.startswith(DEFAULT_KEY_PREFIX) or not key_prefix.endswith(":"):
+            raise CacheError(
+                f"key prefix {key_prefix!r} is invalid; use {DEFAULT_KEY_PREFIX!r} or a "
+                "tenant's Redis key prefix such as 'saodf:t:acme:'"
+            )
         self.client = client
+        self.key_prefix = key_prefix
         self.ttls = {DYNAMIC: int(dynamic_ttl), STABLE: int(stable_ttl)}
         self._lookup_script = client.register_script(_LOOKUP_SCRIPT)
         self._policy: dict[str, int] = {}
@@ -297,7 +355,24 @@ class ForecastCache:
     def from_settings(
         cls, settings: Settings | None = None, timeout: float = 5.0
     ) -> "ForecastCache":
-        return cls(redis_client(settings, timeout=timeout))
+        """Return the cache of ``settings``: a tenant's keys and user when they are scoped to one."""
+        from saodf.tenants import settings_tenant
+
+        settings = settings or get_settings()
+        tenant = settings_tenant(settings)
+        prefix = tenant.redis_key_prefix if tenant is not None else DEFAULT_KEY_PREFIX
+        return cls(redis_client(settings, timeout=timeout), key_prefix=prefix)
+
+    def key(self, default_key: str) -> str:
+        """Return this cache's key for a default-deployment key such as ``HITS_KEY``."""
+        return scoped_key(default_key, self.key_prefix)
+
+    def forecast_key(self, pointer: DevicePointer) -> str:
+        """Return this cache's key of the forecast that ``pointer`` names."""
+        return replace(pointer, key_prefix=self.key_prefix).forecast_key
+
+    def device_key(self, device_id: str) -> str:
+        return self.key(device_key(device_id))
 
     def ttl_policy(self, refresh: bool = False) -> dict[str, int]:
         """Return the TTL in seconds of each volatility class: Redis's policy over the defaults.
@@ -308,7 +383,7 @@ class ForecastCache:
         with self._policy_lock:
             now = time.monotonic()
             if refresh or now - self._policy_read_at > TTL_POLICY_REFRESH_SECONDS:
-                stored = self.client.hgetall(TTL_POLICY_KEY)
+                stored = self.client.hgetall(self.key(TTL_POLICY_KEY))
                 policy: dict[str, int] = {}
                 for volatility, text in stored.items():
                     try:
@@ -335,7 +410,7 @@ class ForecastCache:
         self.ttl_for(volatility)
         if seconds <= 0:
             raise CacheError(f"TTL {seconds} of class {volatility!r} must be positive seconds")
-        self.client.hset(TTL_POLICY_KEY, volatility, int(seconds))
+        self.client.hset(self.key(TTL_POLICY_KEY), volatility, int(seconds))
         self.ttl_policy(refresh=True)
 
     def ttl_for(self, volatility: str) -> int:
@@ -352,26 +427,26 @@ class ForecastCache:
         Returns the forecast key.
         """
         _check_forecast(forecast, pointer)
-        key = pointer.forecast_key
+        key = self.forecast_key(pointer)
         ttl = self.ttl_for(pointer.volatility)
         pipe = self.client.pipeline(transaction=True)
         text = json.dumps(json_safe(forecast), separators=(",", ":"), allow_nan=False)
         pipe.set(key, text, ex=ttl)
-        pipe.delete(device_key(pointer.device_id))
-        pipe.hset(device_key(pointer.device_id), mapping=pointer.to_hash())
+        pipe.delete(self.device_key(pointer.device_id))
+        pipe.hset(self.device_key(pointer.device_id), mapping=pointer.to_hash())
         pipe.execute()
         return key
 
     def pointer(self, device_id: str) -> DevicePointer | None:
         """Return the device's pointer, or None when it was never filled or was evicted."""
-        fields = self.client.hgetall(device_key(device_id))
+        fields = self.client.hgetall(self.device_key(device_id))
         if not fields:
             return None
-        return DevicePointer.from_hash(fields)
+        return replace(DevicePointer.from_hash(fields), key_prefix=self.key_prefix)
 
     def peek(self, pointer: DevicePointer) -> dict[str, Any] | None:
         """Return the forecast the pointer names without touching the hit and miss counters."""
-        raw = self.client.get(pointer.forecast_key)
+        raw = self.client.get(self.forecast_key(pointer))
         if raw is None:
             return None
         return json.loads(raw)
@@ -383,16 +458,21 @@ class ForecastCache:
         A miss also adds the device to the current miss bucket that the hit monitor reads.
         """
         pointer = self.pointer(device_id)
-        bucket_key = missed_key(miss_bucket(time.time()))
+        bucket_key = self.key(missed_key(miss_bucket(time.time())))
         if pointer is None:
             pipe = self.client.pipeline(transaction=False)
-            pipe.incr(MISSES_KEY)
+            pipe.incr(self.key(MISSES_KEY))
             pipe.zincrby(bucket_key, 1, device_id)
             pipe.expire(bucket_key, MISS_BUCKET_TTL_SECONDS)
             pipe.execute()
             return None, None
         raw = self._lookup_script(
-            keys=[pointer.forecast_key, HITS_KEY, MISSES_KEY, bucket_key],
+            keys=[
+                self.forecast_key(pointer),
+                self.key(HITS_KEY),
+                self.key(MISSES_KEY),
+                bucket_key,
+            ],
             args=[device_id, MISS_BUCKET_TTL_SECONDS],
         )
         return pointer, (json.loads(raw) if raw is not None else None)
@@ -407,7 +487,7 @@ class ForecastCache:
         first = miss_bucket(now - window_seconds)
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(first, last + 1):
-            pipe.zrange(missed_key(bucket), 0, -1, withscores=True)
+            pipe.zrange(self.key(missed_key(bucket)), 0, -1, withscores=True)
         counts: dict[str, int] = {}
         for members in pipe.execute():
             for device_id, score in members:
@@ -416,12 +496,12 @@ class ForecastCache:
 
     def counters(self) -> tuple[int, int]:
         """Return the hit and miss counters."""
-        hits, misses = self.client.mget(HITS_KEY, MISSES_KEY)
+        hits, misses = self.client.mget(self.key(HITS_KEY), self.key(MISSES_KEY))
         return int(hits or 0), int(misses or 0)
 
     def stats(self) -> dict[str, Any]:
         """Return hits, misses, hit_ratio, evictions, memory in bytes, and the monitor's last check."""
-        hits, misses = self.client.mget(HITS_KEY, MISSES_KEY)
+        hits, misses = self.client.mget(self.key(HITS_KEY), self.key(MISSES_KEY))
         hits = int(hits or 0)
         misses = int(misses or 0)
         total = hits + misses
@@ -435,7 +515,7 @@ class ForecastCache:
             "expirations": int(stats_section.get("expired_keys", 0)),
             "used_memory": int(memory_section.get("used_memory", 0)),
             "maxmemory": int(memory_section.get("maxmemory", 0)),
-            "monitor": self.client.hgetall(MONITOR_KEY),
+            "monitor": self.client.hgetall(self.key(MONITOR_KEY)),
         }
 
 

@@ -14,7 +14,11 @@ its centre by ``band_factor``.
 
 Activations through the gateway keep their state per namespace, in
 ``saodf:anomaly@{namespace}:{device_id}:{metric}``, so one namespace's readings never move
-another's baseline.
+another's baseline. In a tenant's namespace (``SAODF_TENANT`` set by the gateway) these keys
+and the forecast lookups move under the tenant's Redis key prefix, for example
+``saodf:t:acme:anomaly@acme:acme.pump-1:temperature``, and the action connects as the
+tenant's Redis user. Readings of devices outside the tenant are reported invalid and
+change no state.
 
 When Redis cannot be reached, the action scores with the same arithmetic on state held in
 the runtime process, without the forecast band, and marks the reply and each result
@@ -35,6 +39,7 @@ from actions.cache import REDIS_UNAVAILABLE_ERRORS, CacheError, DevicePointer, F
 from actions.fallback import DegradedLog, EwmaState
 from saodf.errors import InvalidTelemetryError, SaodfError
 from saodf.telemetry import metric_names, parse_timestamp, validate_message
+from saodf.tenants import Tenant, runtime_settings, settings_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +233,20 @@ def _step_index(pointer: DevicePointer, moment: datetime) -> int | None:
 Scored = list[tuple[int, dict[str, Any], list[str]]]
 
 
-def _validate(readings: list[Any]) -> tuple[list[dict[str, Any] | None], Scored]:
+def _validate(
+    readings: list[Any], tenant: Tenant | None = None
+) -> tuple[list[dict[str, Any] | None], Scored]:
     results: list[dict[str, Any] | None] = [None] * len(readings)
     valid: Scored = []
     for index, reading in enumerate(readings):
         try:
             message = validate_message(reading)
+            if tenant is not None and not tenant.owns_device(message["device_id"]):
+                raise InvalidTelemetryError(
+                    f"device_id {message['device_id']!r} is not a device of this namespace; "
+                    f"send readings of devices {tenant.name}.*",
+                    payload=reading,
+                )
         except InvalidTelemetryError as exc:
             results[index] = {
                 "index": index,
@@ -257,7 +270,7 @@ def _score_in_redis(
     for _, message, metrics in valid:
         for metric in metrics:
             script(
-                keys=[state_key(message["device_id"], metric, namespace)],
+                keys=[cache.key(state_key(message["device_id"], metric, namespace))],
                 args=[
                     repr(message[metric]),
                     params["alpha"],
@@ -342,17 +355,19 @@ def detect(
     params: dict[str, float] | None = None,
     forecast_metric: str | None = None,
     namespace: str = "",
+    tenant: Tenant | None = None,
 ) -> list[dict[str, Any]]:
     """Score each reading with state in Redis and return one result per reading, in input order.
 
-    Invalid readings return ``{"valid": False, "reason": ...}`` and leave the state as it is.
+    Invalid readings, and with ``tenant`` readings of devices outside it, return
+    ``{"valid": False, "reason": ...}`` and leave the state as it is.
 
     Raises:
         redis.ConnectionError, redis.TimeoutError: Redis cannot be reached; nothing was
             scored, although Redis may have applied some of the updates.
     """
     params = params or dict(DEFAULTS)
-    results, valid = _validate(readings)
+    results, valid = _validate(readings, tenant)
     replies = _score_in_redis(cache, valid, params, namespace)
     bands = ForecastBands(cache, forecast_metric, params["band_factor"])
     return _assemble(results, valid, replies, params, bands)
@@ -363,10 +378,11 @@ def detect_in_process(
     state: EwmaState,
     params: dict[str, float] | None = None,
     namespace: str = "",
+    tenant: Tenant | None = None,
 ) -> list[dict[str, Any]]:
     """Score each reading with in-process state, without forecast bands; mark each degraded."""
     params = params or dict(DEFAULTS)
-    results, valid = _validate(readings)
+    results, valid = _validate(readings, tenant)
     replies = _score_in_process(state, valid, params, namespace)
     return _assemble(results, valid, replies, params, None)
 
@@ -376,17 +392,18 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     namespace = os.environ.get("__OW_NAMESPACE", "")
     degraded = False
     try:
+        tenant = settings_tenant(runtime_settings())
         params = _parameters(args)
         readings = _readings(args)
         forecast_metric = args.get("forecast_metric")
         if forecast_metric is not None and not isinstance(forecast_metric, str):
             raise DetectorConfigError(f"forecast_metric={forecast_metric!r} is not a string")
         try:
-            results = detect(readings, _cache(), params, forecast_metric, namespace)
+            results = detect(readings, _cache(), params, forecast_metric, namespace, tenant)
             _DEGRADED.recovered()
         except REDIS_UNAVAILABLE_ERRORS as exc:
             _DEGRADED.degraded(os.environ.get("__OW_ACTIVATION_ID", ""), exc)
-            results = detect_in_process(readings, _STATE, params, namespace)
+            results = detect_in_process(readings, _STATE, params, namespace, tenant)
             degraded = True
     except SaodfError as exc:
         return {"error": str(exc)}
@@ -411,7 +428,7 @@ def _cache() -> ForecastCache:
     # One client per runtime process: the connection pool stays warm between activations.
     global _CACHE
     if _CACHE is None:
-        _CACHE = ForecastCache.from_settings(timeout=REDIS_TIMEOUT_SECONDS)
+        _CACHE = ForecastCache.from_settings(runtime_settings(), timeout=REDIS_TIMEOUT_SECONDS)
     return _CACHE
 
 

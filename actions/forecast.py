@@ -12,6 +12,11 @@ champion serves within that time, and the registry is not asked on every miss.
 When Redis cannot be reached the action still answers: it takes the device's pointer from
 what this process read before, or from the newest batch output in the lake, forecasts
 with the champion and returns ``"cache": "unavailable"`` and ``"degraded": true``.
+
+In a tenant's namespace (``SAODF_TENANT`` set by the gateway) the action reads and writes
+only the tenant's cache keys as the tenant's Redis user and falls back only to the tenant's
+lake. It returns the error of a device without a forecast for a device id of another
+tenant or of the default deployment.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from actions.cache import (
     truncate_forecast,
 )
 from actions.fallback import DegradedLog, LakePointerIndex, PointerMemo
-from saodf.config import get_settings
+from saodf.config import Settings, get_settings
 from saodf.errors import SaodfError
 from saodf.telemetry import DEVICE_ID_PATTERN
+from saodf.tenants import runtime_settings, settings_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,25 @@ def _device_id(args: dict[str, Any]) -> str:
             f"device_id {device_id!r} is invalid; use 1-128 characters from A-Z a-z 0-9 . _ -"
         )
     return device_id
+
+
+def _not_found(device_id: str) -> CacheError:
+    return CacheError(
+        f"device {device_id!r} has no forecast pointer in the cache; run the "
+        "pipeline's populate_cache task for the device's group"
+    )
+
+
+def _check_owner(device_id: str, settings: Settings) -> None:
+    """Raise the no-pointer error for a device outside the tenant these settings serve.
+
+    The error is the one of a device without a forecast, so a caller cannot tell another
+    tenant's devices from devices that do not exist.
+    """
+    tenant = settings_tenant(settings)
+    if tenant is not None and not tenant.owns_device(device_id):
+        logger.warning("tenant %s requested device %s of another tenant", tenant.name, device_id)
+        raise _not_found(device_id)
 
 
 def _horizon(args: dict[str, Any], pointer: DevicePointer) -> int:
@@ -187,10 +212,7 @@ def _serve(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
     cache = _cache()
     pointer, forecast = cache.lookup(device_id)
     if pointer is None:
-        raise CacheError(
-            f"device {device_id!r} has no forecast pointer in the cache; run the "
-            "pipeline's populate_cache task for the device's group"
-        )
+        raise _not_found(device_id)
     _POINTERS.remember(pointer)
     horizon = _horizon(args, pointer)
     outcome = "hit"
@@ -204,7 +226,7 @@ def _serve(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve_without_cache(device_id: str, args: dict[str, Any], error: BaseException) -> dict:
-    settings = get_settings()
+    settings = runtime_settings()
     count = _DEGRADED.degraded(os.environ.get("__OW_ACTIVATION_ID", ""), error)
     pointer = _POINTERS.get(device_id)
     if pointer is None:
@@ -227,6 +249,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     """Run the OpenWhisk action: return the forecast of ``device_id`` for ``horizon`` steps."""
     try:
         device_id = _device_id(args)
+        _check_owner(device_id, runtime_settings())
         try:
             return _serve(device_id, args)
         except REDIS_UNAVAILABLE_ERRORS as exc:
@@ -245,7 +268,7 @@ def _cache() -> ForecastCache:
     # One client per runtime process: the connection pool stays warm between activations.
     global _CACHE
     if _CACHE is None:
-        _CACHE = ForecastCache.from_settings(timeout=REDIS_TIMEOUT_SECONDS)
+        _CACHE = ForecastCache.from_settings(runtime_settings(), timeout=REDIS_TIMEOUT_SECONDS)
     return _CACHE
 
 

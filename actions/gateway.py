@@ -24,6 +24,13 @@ stack's own namespace start with the gateway, the others on their first activati
 namespace exists when ``SAODF_HOME/secrets/gateway_keys.json`` holds a key for it
 (:func:`add_namespace`); the gateway reads the keys when it starts.
 
+A namespace that is a tenant (:mod:`saodf.tenants`) gets runtimes with ``SAODF_TENANT``
+set, so its actions reach Redis only as the tenant's ACL user and under its key prefix.
+The gateway returns 404 to a tenant's call naming a device id of another tenant or of the
+default deployment (``device_id``, ``reading`` or ``readings``), as for a device that does
+not exist, and audits it with the device's owning namespace as ``target_namespace``.
+``/metrics`` covers every namespace, so tenants' keys get 403 there.
+
 Activations whose result carries ``"degraded": true`` (an action served without Redis)
 are counted in ``saodf_gateway_degraded_total``. Every invocation and every rejected request is appended to the hash-chained audit log
 ``SAODF_HOME/logs/audit.jsonl``.
@@ -61,6 +68,8 @@ from actions.pool import (
 )
 from saodf.config import Settings, get_settings
 from saodf.errors import SaodfError
+from saodf.telemetry import DEVICE_ID_PATTERN
+from saodf.tenants import TENANT_ENV, TenantRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +158,7 @@ class Gateway:
         self.activations: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._activations_lock = threading.Lock()
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saodf-nonblocking")
+        self.tenants = TenantRegistry(settings)
         self._cache = None
 
     def _keys_stamp(self) -> int | None:
@@ -215,7 +225,10 @@ class Gateway:
             if pool is not None:
                 return pool
             logger.info("starting the runtimes of action %s for namespace %s", action, namespace)
-            pool = ActionPool(self.specs[action], self.settings, self.env, namespace=namespace)
+            env = dict(self.env)
+            if self.tenants.tenant(namespace) is not None:
+                env[TENANT_ENV] = namespace
+            pool = ActionPool(self.specs[action], self.settings, env, namespace=namespace)
             try:
                 pool.start()
             except RuntimeProcessError:
@@ -312,6 +325,20 @@ class Gateway:
             )
         return record
 
+    def foreign_device(self, namespace: str, params: dict[str, Any]) -> str | None:
+        """Return the first device id in ``params`` outside tenant ``namespace``, else None.
+
+        Namespaces that are not tenants own every device. Ids that break the device id
+        pattern are left to the action, which reports them invalid.
+        """
+        tenant = self.tenants.tenant(namespace)
+        if tenant is None:
+            return None
+        for device_id in _device_ids(params):
+            if not tenant.owns_device(device_id):
+                return device_id
+        return None
+
     def cache_stats(self) -> dict[str, Any] | None:
         import redis
 
@@ -326,10 +353,24 @@ class Gateway:
             return None
 
 
+def _device_ids(params: dict[str, Any]) -> list[str]:
+    """Return the valid device ids of a call: ``device_id``, ``reading`` and ``readings``."""
+    candidates = [params.get("device_id")]
+    reading = params.get("reading")
+    if isinstance(reading, dict):
+        candidates.append(reading.get("device_id"))
+    readings = params.get("readings")
+    if isinstance(readings, list):
+        candidates.extend(item.get("device_id") for item in readings if isinstance(item, dict))
+    return [
+        device_id
+        for device_id in candidates
+        if isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id)
+    ]
+
+
 def _device_fields(device_id: Any) -> dict[str, str]:
     """Return the audit fields of a call's ``device_id``: the id, or a flagged invalid one."""
-    from saodf.telemetry import DEVICE_ID_PATTERN
-
     if device_id is None:
         return {}
     if isinstance(device_id, str) and DEVICE_ID_PATTERN.match(device_id):
@@ -385,7 +426,7 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 reason=reason,
                 tenant=namespace,
                 actor=fields.get("subject") or f"client:{client}",
-                resource=path,
+                resource=fields.pop("resource", path),
                 outcome="rejected",
                 **fields,
             )
@@ -424,7 +465,18 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, {"status": "ok", "actions": sorted(gateway.specs)})
                 return
             if path == "/metrics":
-                if self._authorize(None) is None:
+                identity = self._authorize(None)
+                if identity is None:
+                    return
+                if gateway.tenants.tenant(identity[0]) is not None:
+                    self._reject(
+                        HTTPStatus.FORBIDDEN,
+                        "The supplied authentication is not authorized to read the gateway "
+                        "metrics, which cover every namespace.",
+                        namespace=identity[0],
+                        subject=identity[1],
+                        target_namespace=gateway.settings.gateway_namespace,
+                    )
                     return
                 text = gateway.metrics.render(gateway.cache_stats())
                 self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
@@ -481,6 +533,21 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             params = self._read_params(namespace, subject, action)
             if params is None:
+                return
+            foreign = gateway.foreign_device(namespace, params)
+            if foreign is not None:
+                self._reject(
+                    HTTPStatus.NOT_FOUND,
+                    f"The requested device {foreign!r} does not exist in namespace {namespace!r}.",
+                    namespace=namespace,
+                    subject=subject,
+                    action=action,
+                    device_id=foreign,
+                    resource=f"/{namespace}/devices/{foreign}",
+                    target_namespace=gateway.tenants.owner_namespace(
+                        foreign, gateway.settings.gateway_namespace
+                    ),
+                )
                 return
             query = parse_qs(split.query)
             blocking = query.get("blocking", ["false"])[0].lower() == "true"
@@ -649,6 +716,8 @@ def serve(
         raise GatewayError(f"action names {names} repeat; give each action its own name")
     keys = gateway_keys(settings)
     env = runtime_env(settings)
+    # Only the runtimes of tenant namespaces serve a tenant (see Gateway.pool_for).
+    env.pop(TENANT_ENV, None)
     started = start_pools(list(actions), settings, env, namespace=settings.gateway_namespace)
     pools = {(settings.gateway_namespace, name): pool for name, pool in started.items()}
     specs = {spec.name: spec for spec in actions}

@@ -164,7 +164,7 @@ def test_invalid_token_burst_alert(ingest):
     server, _ = ingest
     for number in range(3):
         _post(server, _reading("acme.pump-1"), f"guess-{number}")
-    assert [alert.rule for alert in scan([server.audit.path])] == ["invalid_token_burst"]
+    assert "invalid_token_burst" in {alert.rule for alert in scan([server.audit.path])}
 
 
 def test_valid_tokens_not_in_audit(ingest):

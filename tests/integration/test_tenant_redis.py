@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from actions.cache import redis_client
 from saodf.config import get_settings, reset_settings
 from saodf.stack import process, services
 from saodf.tenants import (
@@ -15,6 +16,7 @@ from saodf.tenants import (
     get_tenant,
     rotate_keys,
     tenant_redis_password,
+    tenant_settings,
 )
 
 pytestmark = pytest.mark.integration
@@ -94,9 +96,34 @@ def test_no_admin_commands(stack, command):
 
 
 def test_lua_script_other_key(stack):
-    script = "return redis.call('GET', KEYS[1])"
+    script = _client(stack, "acme").register_script("return redis.call('GET', KEYS[1])")
     with pytest.raises(redis.exceptions.ResponseError, match="permission|NOPERM|No permissions"):
-        _client(stack, "acme").eval(script, 1, _key(stack, "beta"))
+        script(keys=[_key(stack, "beta")])
+
+
+def test_lua_script_own_key(stack):
+    client = _client(stack, "acme")
+    client.set(_key(stack, "acme", "fc:pump-2"), "forecast")
+    script = client.register_script("return redis.call('GET', KEYS[1])")
+    assert script(keys=[_key(stack, "acme", "fc:pump-2")]) == "forecast"
+
+
+@pytest.mark.parametrize("command", [("EVAL", "return 1", "0"), ("SCAN", "0"), ("INFO",)])
+def test_unused_commands_refused(stack, command):
+    with pytest.raises(redis.exceptions.NoPermissionError, match="permission"):
+        _client(stack, "acme").execute_command(*command)
+
+
+def test_cache_client_tenant_user(stack):
+    # The stack's user may read saodf:fc:*, so the refusal shows the client is the tenant's.
+    with pytest.raises(redis.exceptions.NoPermissionError, match="key"):
+        redis_client(tenant_settings("acme", stack)).get("saodf:fc:pump-1")
+
+
+def test_cache_client_after_rotation(stack):
+    rotate_keys("acme", settings=stack)
+    apply_redis_acls(admin_redis_client(stack), stack)
+    assert redis_client(tenant_settings("acme", stack)).ping() is True
 
 
 def test_rotated_password_stops(stack):

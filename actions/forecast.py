@@ -84,6 +84,27 @@ def _check_owner(device_id: str, settings: Settings) -> None:
         raise _not_found(device_id)
 
 
+def _check_model(pointer: DevicePointer, settings: Settings) -> None:
+    """Raise unless a tenant's pointer names one of the tenant's registered models.
+
+    Raises:
+        CacheError: the model name lacks the tenant's MLflow prefix.
+    """
+    tenant = settings_tenant(settings)
+    if tenant is not None and not pointer.model_name.startswith(tenant.mlflow_prefix):
+        logger.warning(
+            "pointer of device %s names model %s outside tenant %s; not loading it",
+            pointer.device_id,
+            pointer.model_name,
+            tenant.name,
+        )
+        raise CacheError(
+            f"the pointer of device {pointer.device_id!r} names model {pointer.model_name!r}, "
+            f"which is not a model of tenant {tenant.name!r} (names start with "
+            f"{tenant.mlflow_prefix!r}); refill the cache from the tenant's pipeline"
+        )
+
+
 def _horizon(args: dict[str, Any], pointer: DevicePointer) -> int:
     horizon = args.get("horizon")
     if horizon is None:
@@ -218,6 +239,7 @@ def _serve(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
     outcome = "hit"
     if forecast is None:
         outcome = "miss"
+        _check_model(pointer, runtime_settings())
         pointer, forecast = forecast_on_miss(cache, pointer, get_settings().mlflow_tracking_uri)
         _POINTERS.remember(pointer)
         horizon = min(horizon, pointer.horizon)
@@ -238,6 +260,7 @@ def _serve_without_cache(device_id: str, args: dict[str, Any], error: BaseExcept
             "when Redis is back"
         )
     horizon = _horizon(args, pointer)
+    _check_model(pointer, settings)
     updated, forecast = compute_forecast(pointer, settings.mlflow_tracking_uri)
     reply = _reply(device_id, updated, forecast, min(horizon, updated.horizon), "unavailable")
     reply["degraded"] = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import redis
@@ -251,3 +252,13 @@ def test_metrics_stack_allowed(stack):
     settings, server, keys = stack
     auth = _auth(keys[settings.gateway_namespace])
     assert requests.get(f"{server.url}/metrics", auth=auth, timeout=10).status_code == 200
+
+
+def test_miss_other_model_refused(stack):
+    settings, _, _ = stack
+    pointer = replace(_pointer("acme.pump-9"), model_name="beta.saodf-forecaster-test")
+    cache = _cache(settings, "acme")
+    cache.put(pointer, _forecast([3.0, 4.0]))
+    admin_redis_client(settings).delete(cache.forecast_key(pointer))
+    reply = _invoke(stack, "acme", "forecast", {"device_id": "acme.pump-9"}).json()
+    assert "is not a model of tenant 'acme'" in reply["error"]

@@ -11,8 +11,8 @@ DOC = """
 Every 15 minutes: `verify_chains` checks the hash chain of each audit log of the home
 (action gateway, ingest gateway, admin commands) and fails when a record was edited,
 removed or reordered. `detect` then runs the detection rules (brute-force key guessing,
-cross-tenant attempts, invalid-token bursts, malformed input, unusual volume per key)
-and appends each alert whose last record falls in the run's interval to
+cross-tenant attempts, invalid-token bursts, malformed input, unusual volume per key,
+lone wrong keys from addresses that never authenticated, and rotated-out keys) and appends each alert whose last record falls in the run's interval to
 `SAODF_HOME/logs/alerts.jsonl`, naming the rule, the actor and the evidence records.
 """
 

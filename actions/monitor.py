@@ -13,6 +13,16 @@ default) it acts, and logs what it did:
   the monitor recomputes the forecasts of the held devices that are missing or expire
   within ``refresh_margin_seconds``, so their next request hits.
 
+Whatever the hit rate, every tick also refreshes ahead: it recomputes the forecasts that
+expire within ``refresh_margin_seconds`` (or are gone) of the devices that are being
+requested, so that a device read about once per TTL does not miss on every read. A device
+counts as requested while the last read of its pointer ``saodf:device:{id}`` (every
+forecast lookup and every stream-detector band check reads it) lies within
+``active_ttls`` TTLs of its class. The monitor learns that time from ``OBJECT IDLETIME``,
+which neither it nor ``PTTL`` resets; its own pointer reads are remembered and not taken
+for requests. A refresh whose model version is unchanged writes only the forecast entry,
+so the pointer's idle time keeps showing the last request.
+
 At or above the threshold it logs that the cache is healthy. Each tick's result is also
 stored in the hash ``saodf:cache:monitor``, which the gateway exports at ``/metrics``.
 
@@ -22,6 +32,7 @@ Usage: ``python -m actions.monitor`` (settings from the SAODF_* variables).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -40,6 +51,7 @@ from actions.cache import (
     STABLE,
     DevicePointer,
     ForecastCache,
+    json_safe,
 )
 from saodf.config import Settings, get_settings
 from saodf.errors import ConfigError, SaodfError
@@ -53,7 +65,13 @@ BELOW_THRESHOLD = "below threshold"
 INSUFFICIENT_TRAFFIC = "insufficient traffic"
 COUNTERS_RESET = "counters reset"
 
-# Recomputes and caches the forecast of one device; raises SaodfError when it cannot.
+# OBJECT IDLETIME counts whole seconds of Redis's LRU clock, so a pointer read less than this
+# long after the monitor's own read may be that read rather than a request.
+IDLE_RESOLUTION_SECONDS = 2.0
+
+# Recomputes and caches the forecast of one device; raises SaodfError when it cannot. It
+# returns False when it wrote only the forecast entry and left the device pointer as it was
+# (see store_forecast); any other return value means the pointer may have been rewritten.
 Forecaster = Callable[[ForecastCache, DevicePointer], Any]
 
 
@@ -75,8 +93,15 @@ class MonitorOptions:
     max_prefetch: int = 50
     prefetch_hold_seconds: float = 3600.0
     refresh_margin_seconds: float = 60.0
-    # Upper bound on the device pointers one tick scans to extend stable TTLs.
+    # Upper bound on the device pointers one tick scans to extend TTLs or to refresh ahead.
     max_scan: int = 100_000
+    refresh_ahead: bool = True
+    # A device is being requested while its pointer was read within this many TTLs of its
+    # class: a device read once per TTL stays active between two reads.
+    active_ttls: float = 2.0
+    max_refresh_ahead: int = 200
+    # A remembered pointer is read again after this long, to follow new model versions.
+    pointer_refresh_seconds: float = 3600.0
 
     def validate(self) -> None:
         """Raise ConfigError naming the first option out of range."""
@@ -89,6 +114,11 @@ class MonitorOptions:
             )
         if self.ttl_growth <= 1:
             raise ConfigError(f"ttl_growth={self.ttl_growth} must be above 1 to raise TTLs")
+        if self.active_ttls <= 0 or self.max_refresh_ahead < 0:
+            raise ConfigError(
+                f"active_ttls={self.active_ttls} must be positive and max_refresh_ahead="
+                f"{self.max_refresh_ahead} >= 0"
+            )
         if self.repeat_misses < 1 or self.max_prefetch < 0 or self.min_requests < 1:
             raise ConfigError(
                 f"repeat_misses={self.repeat_misses} and min_requests={self.min_requests} "
@@ -111,6 +141,9 @@ class MonitorReport:
     held: list[str] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     refresh_failed: dict[str, str] = field(default_factory=dict)
+    # Devices read within their active span, and those whose forecasts were refreshed ahead.
+    active: int = 0
+    refreshed_ahead: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -132,6 +165,10 @@ class HitMonitor:
         self.forecaster = forecaster
         # (monotonic time, hits, misses), oldest first; the first sample is the baseline.
         self.samples: deque[tuple[float, int, int]] = deque()
+        # Device id -> (pointer, Unix time it was read); each read resets the pointer's idle time.
+        self._pointers: dict[str, tuple[DevicePointer, float]] = {}
+        # Device id -> Unix time of the last pointer read that was not the monitor's own.
+        self._last_request: dict[str, float] = {}
         self.sample()
 
     def sample(self) -> tuple[float, int, int]:
@@ -192,6 +229,8 @@ class HitMonitor:
                 self.options.threshold,
             )
         self._refresh_held(report)
+        if self.options.refresh_ahead:
+            self._refresh_ahead(report)
         if report.state == BELOW_THRESHOLD:
             logger.warning(
                 "cache hit rate %.4f over %d requests in the last %.0f s is below %.2f: stable "
@@ -294,7 +333,7 @@ class HitMonitor:
             return
         client = self.cache.client
         for device_id in held:
-            pointer = self.cache.pointer(device_id)
+            pointer = self._read_pointer(device_id)
             if pointer is None:
                 report.refresh_failed[device_id] = (
                     "no device pointer (never filled or evicted); run populate_cache"
@@ -308,7 +347,7 @@ class HitMonitor:
                 report.refresh_failed[device_id] = "no forecaster configured"
                 continue
             try:
-                self.forecaster(self.cache, pointer)
+                self._recompute(pointer)
             except SaodfError as exc:
                 report.refresh_failed[device_id] = str(exc)
                 continue
@@ -320,6 +359,113 @@ class HitMonitor:
                 "prefetched %d forecasts of held devices: %s",
                 len(report.refreshed),
                 report.refreshed[:10],
+            )
+
+    def _read_pointer(self, device_id: str) -> DevicePointer | None:
+        """Read a device's pointer (this resets its idle time) and remember it and when."""
+        pointer = self.cache.pointer(device_id)
+        if pointer is None:
+            self._pointers.pop(device_id, None)
+        else:
+            self._pointers[device_id] = (pointer, time.time())
+        return pointer
+
+    def _recompute(self, pointer: DevicePointer) -> None:
+        if self.forecaster is None:
+            raise SaodfError("no forecaster configured")
+        if self.forecaster(self.cache, pointer) is not False:
+            # The pointer may have been rewritten: its idle time now shows this write.
+            self._pointers[pointer.device_id] = (pointer, time.time())
+
+    def _last_reads(self, now: float) -> dict[str, float]:
+        """Return the time of the last pointer read of each device that was a request."""
+        keys: list[str] = []
+        for key in self.cache.client.scan_iter(match=f"{DEVICE_KEY_PREFIX}*", count=500):
+            keys.append(key)
+            if len(keys) >= self.options.max_scan:
+                logger.warning("refresh-ahead scans only the first %d device pointers", len(keys))
+                break
+        pipe = self.cache.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.object("idletime", key)
+        last_reads: dict[str, float] = {}
+        for key, idle in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(idle, int):
+                continue
+            device_id = key[len(DEVICE_KEY_PREFIX) :]
+            read_at = now - idle
+            remembered = self._pointers.get(device_id)
+            if remembered is None or read_at > remembered[1] + IDLE_RESOLUTION_SECONDS:
+                self._last_request[device_id] = read_at
+            if device_id in self._last_request:
+                last_reads[device_id] = self._last_request[device_id]
+        # Forget devices whose pointer is gone.
+        for device_id in set(self._last_request) - set(last_reads):
+            self._last_request.pop(device_id, None)
+            self._pointers.pop(device_id, None)
+        return last_reads
+
+    def _refresh_ahead(self, report: MonitorReport) -> None:
+        """Recompute the expiring or missing forecasts of the devices being requested."""
+        now = time.time()
+        policy = self.cache.ttl_policy()
+        longest = max(policy.values())
+        active: list[DevicePointer] = []
+        for device_id, read_at in self._last_reads(now).items():
+            age = now - read_at
+            if age > self.options.active_ttls * longest:
+                continue
+            remembered = self._pointers.get(device_id)
+            if remembered is None or now - remembered[1] > self.options.pointer_refresh_seconds:
+                pointer = self._read_pointer(device_id)
+            else:
+                pointer = remembered[0]
+            if pointer is None:
+                continue
+            if age <= self.options.active_ttls * policy.get(pointer.volatility, longest):
+                active.append(pointer)
+        report.active = len(active)
+        if not active:
+            return
+        pipe = self.cache.client.pipeline(transaction=False)
+        for pointer in active:
+            pipe.pttl(pointer.forecast_key)
+        due: list[tuple[int, DevicePointer]] = []
+        margin_ms = self.options.refresh_margin_seconds * 1000
+        for pointer, remaining_ms in zip(active, pipe.execute(), strict=True):
+            # -2: the entry is gone; -1: it never expires.
+            if remaining_ms == -2 or 0 <= remaining_ms <= margin_ms:
+                due.append((remaining_ms, pointer))
+        due.sort(key=lambda item: (item[0], item[1].device_id))
+        if len(due) > self.options.max_refresh_ahead:
+            logger.warning(
+                "%d forecasts of requested devices expire soon; refreshing the %d that expire "
+                "first (max_refresh_ahead)",
+                len(due),
+                self.options.max_refresh_ahead,
+            )
+        skipped = set(report.refreshed)
+        for remaining_ms, pointer in due[: self.options.max_refresh_ahead]:
+            if pointer.device_id in skipped:
+                continue
+            if remaining_ms == -2:
+                # A missing entry may mean a new pointer (model version): read it again.
+                pointer = self._read_pointer(pointer.device_id) or pointer
+            try:
+                self._recompute(pointer)
+            except SaodfError as exc:
+                report.refresh_failed[pointer.device_id] = str(exc)
+                logger.warning("refresh ahead of device %s failed: %s", pointer.device_id, exc)
+                continue
+            report.refreshed_ahead.append(pointer.device_id)
+        if report.refreshed_ahead:
+            logger.info(
+                "refreshed ahead %d of %d requested devices whose forecasts expire within "
+                "%.0f s or are gone: %s",
+                len(report.refreshed_ahead),
+                report.active,
+                self.options.refresh_margin_seconds,
+                report.refreshed_ahead[:10],
             )
 
     def _publish(self, report: MonitorReport) -> None:
@@ -334,6 +480,8 @@ class HitMonitor:
                 "stable_ttl": report.stable_ttl,
                 "held": self.cache.client.zcard(PREFETCH_KEY),
                 "refreshed": len(report.refreshed),
+                "active": report.active,
+                "refreshed_ahead": len(report.refreshed_ahead),
                 "time": f"{time.time():.3f}",
             },
         )
@@ -370,12 +518,45 @@ class HitMonitor:
         return ticks
 
 
+def store_forecast(
+    cache: ForecastCache,
+    previous: DevicePointer,
+    updated: DevicePointer,
+    forecast: dict[str, Any],
+) -> bool:
+    """Cache a recomputed forecast; return whether the device pointer was rewritten.
+
+    When ``updated`` equals ``previous`` only the forecast entry is written, with the TTL of
+    the device's class, so the pointer's idle time still shows the last request. Otherwise
+    :meth:`ForecastCache.put` writes both.
+    """
+    if updated != previous:
+        cache.put(updated, forecast)
+        return True
+    mean = forecast.get("mean")
+    if not isinstance(mean, list) or len(mean) < updated.horizon:
+        # put() reports the shape error in full.
+        cache.put(updated, forecast)
+        return True
+    text = json.dumps(json_safe(forecast), separators=(",", ":"), allow_nan=False)
+    cache.client.set(updated.forecast_key, text, ex=cache.ttl_for(updated.volatility))
+    return False
+
+
 def model_forecaster(settings: Settings) -> Forecaster:
     """Return a forecaster that runs the champion model, as the forecast action's miss path."""
-    from actions.forecast import forecast_on_miss
+    from actions.forecast import compute_forecast
 
-    def forecast(cache: ForecastCache, pointer: DevicePointer) -> None:
-        forecast_on_miss(cache, pointer, settings.mlflow_tracking_uri)
+    def forecast(cache: ForecastCache, pointer: DevicePointer) -> bool:
+        updated, result = compute_forecast(pointer, settings.mlflow_tracking_uri)
+        rewritten = store_forecast(cache, pointer, updated, result)
+        logger.info(
+            "forecast of device %s recomputed with %s version %s and cached",
+            pointer.device_id,
+            updated.model_name,
+            updated.model_version,
+        )
+        return rewritten
 
     return forecast
 

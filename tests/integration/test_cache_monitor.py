@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -16,6 +18,7 @@ from actions.monitor import (
     PREFETCH_KEY,
     HitMonitor,
     MonitorOptions,
+    store_forecast,
 )
 from actions.services import cache_redis_spec, realtime_service_specs
 from saodf.config import get_settings, reset_settings
@@ -51,10 +54,12 @@ def monitor_redis(tmp_path_factory):
 @pytest.fixture
 def cache(monitor_redis) -> ForecastCache:
     cache = ForecastCache(redis_client(monitor_redis))
-    # Every test starts from the default TTL policy, no held devices and no recorded misses.
+    # Every test starts from the default TTL policy, no held devices, no recorded misses and
+    # no devices of earlier tests, which refresh-ahead would otherwise find.
     cache.client.delete("saodf:cache:ttl", PREFETCH_KEY)
-    for key in cache.client.scan_iter(match="saodf:cache:missed:*"):
-        cache.client.delete(key)
+    for pattern in ("saodf:cache:missed:*", "saodf:device:*", "saodf:fc:*"):
+        for key in cache.client.scan_iter(match=pattern):
+            cache.client.delete(key)
     return cache
 
 
@@ -177,7 +182,8 @@ def test_stable_ttl_capped(cache):
 
 def test_repeated_misses_prefetched(cache):
     forecaster = RecordingForecaster()
-    monitor = HitMonitor(cache, MonitorOptions(min_requests=5), forecaster)
+    options = MonitorOptions(min_requests=5, refresh_ahead=False)
+    monitor = HitMonitor(cache, options, forecaster)
     repeated = _pointer(_device("repeat"), DYNAMIC)
     once = _pointer(_device("once"), DYNAMIC)
     cache.put(repeated, FORECAST)
@@ -313,3 +319,114 @@ def test_monitor_service_starts_and_stops(monitor_redis):
         assert process.stop(spec) == "stopped"
     log = spec.log_file.read_text()
     assert "cache monitor started: threshold 0.94, window 300 s, interval 15 s" in log
+
+
+class StoringForecaster(RecordingForecaster):
+    """Caches FORECAST through store_forecast, leaving an unchanged pointer as it is."""
+
+    def __call__(self, cache: ForecastCache, pointer: DevicePointer) -> bool:
+        self.devices.append(pointer.device_id)
+        return store_forecast(cache, pointer, pointer, FORECAST)
+
+
+def test_requested_device_refreshed_ahead(cache, caplog):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(), forecaster)
+    pointer = _pointer(_device("ahead"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    _hits(cache, pointer.device_id, 3)
+    cache.client.expire(pointer.forecast_key, 30)
+    with caplog.at_level(logging.INFO, logger="actions.monitor"):
+        report = monitor.tick()
+    assert report.refreshed_ahead == [pointer.device_id]
+    assert report.active == 1
+    assert cache.client.ttl(pointer.forecast_key) > 250
+    assert "refreshed ahead 1 of 1 requested devices" in caplog.text
+
+
+def test_fresh_entry_not_refreshed_ahead(cache):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(), forecaster)
+    pointer = _pointer(_device("fresh"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    _hits(cache, pointer.device_id, 3)
+    report = monitor.tick()
+    assert report.active == 1
+    assert forecaster.devices == []
+
+
+def test_missing_entry_of_requested_device_refilled(cache):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(), forecaster)
+    pointer = _pointer(_device("gone"), STABLE)
+    cache.put(pointer, FORECAST)
+    _misses(cache, pointer, 1)
+    report = monitor.tick()
+    assert report.refreshed_ahead == [pointer.device_id]
+    assert cache.lookup(pointer.device_id)[1] == FORECAST
+
+
+def test_idle_device_not_refreshed_ahead(cache):
+    short = ForecastCache(cache.client, dynamic_ttl=1, stable_ttl=1)
+    forecaster = StoringForecaster()
+    options = MonitorOptions(active_ttls=0.5, refresh_margin_seconds=1)
+    monitor = HitMonitor(short, options, forecaster)
+    pointer = _pointer(_device("idle"), DYNAMIC)
+    short.put(pointer, FORECAST)
+    # The pointer's idle time, in whole seconds, passes the active span of 0.5 s.
+    time.sleep(2.2)
+    report = monitor.tick()
+    assert report.active == 0
+    assert forecaster.devices == []
+
+
+def test_refresh_ahead_keeps_pointer_idle(cache):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(), forecaster)
+    pointer = _pointer(_device("keep"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    cache.client.expire(pointer.forecast_key, 30)
+    monitor.tick()
+    time.sleep(1.1)
+    cache.client.expire(pointer.forecast_key, 30)
+    monitor.tick()
+    assert forecaster.devices == [pointer.device_id, pointer.device_id]
+    assert cache.client.object("idletime", f"saodf:device:{pointer.device_id}") >= 1
+
+
+def test_refresh_ahead_bounded(cache, caplog):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(max_refresh_ahead=2), forecaster)
+    pointers = [_pointer(_device("bound"), DYNAMIC) for _ in range(3)]
+    for seconds, pointer in zip((30, 10, 20), pointers, strict=True):
+        cache.put(pointer, FORECAST)
+        cache.client.expire(pointer.forecast_key, seconds)
+    with caplog.at_level(logging.WARNING, logger="actions.monitor"):
+        report = monitor.tick()
+    assert report.refreshed_ahead == [pointers[1].device_id, pointers[2].device_id]
+    assert "refreshing the 2 that expire first" in caplog.text
+
+
+def test_refresh_ahead_off(cache):
+    forecaster = StoringForecaster()
+    monitor = HitMonitor(cache, MonitorOptions(refresh_ahead=False), forecaster)
+    pointer = _pointer(_device("off"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    cache.client.expire(pointer.forecast_key, 30)
+    assert monitor.tick().refreshed_ahead == []
+
+
+def test_store_forecast_unchanged_pointer(cache):
+    pointer = _pointer(_device("store"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    cache.client.expire(pointer.forecast_key, 5)
+    assert store_forecast(cache, pointer, pointer, FORECAST) is False
+    assert cache.client.ttl(pointer.forecast_key) > 250
+
+
+def test_store_forecast_new_version(cache):
+    pointer = _pointer(_device("version"), DYNAMIC)
+    cache.put(pointer, FORECAST)
+    updated = dataclasses.replace(pointer, model_version="2")
+    assert store_forecast(cache, pointer, updated, FORECAST) is True
+    assert cache.pointer(pointer.device_id).model_version == "2"

@@ -20,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -69,6 +70,9 @@ class ConsumerOptions:
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
     detector_params: dict[str, Any] = field(default_factory=dict)
+    # Called with a batch's Kafka messages and detect_anomaly's results as soon as the
+    # results are back, before anomalies are produced. Latency measurements use it.
+    on_decisions: Callable[[list[Any], list[dict[str, Any]]], None] | None = None
 
 
 @dataclass
@@ -225,6 +229,8 @@ def process_batch(
                 send_to_dlq(producer, settings, message.value(), str(exc), SOURCE, origin, tracker)
                 stats.dead_lettered += 1
         else:
+            if options.on_decisions is not None:
+                options.on_decisions([message for message, _ in decoded], results)
             _route_results(decoded, results, activation_id, producer, settings, stats, tracker)
     flush_or_raise(producer, tracker)
 

@@ -20,8 +20,8 @@ Readings of a tenant's device go through a router of the tenant's own (see
 :class:`TenantRouters`): to its topics ``t.<tenant>.telemetry.raw`` and
 ``t.<tenant>.telemetry.dlq`` and its SQS queues ``t-<tenant>-telemetry-raw``, never to
 another tenant's or the default deployment's. A reading whose ``device_id`` is not the
-authenticated device's is invalid; when that id belongs to another namespace, the
-attempt is also audited as a ``reject`` record with ``target_namespace``.
+authenticated device's is invalid. The attempt is also audited as a ``reject`` record
+whose ``target_namespace`` is the namespace of the claimed device.
 
 Run it with ``python -m streaming.ingest_gateway`` (port ``SAODF_INGEST_PORT``).
 """

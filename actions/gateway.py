@@ -32,8 +32,16 @@ not exist, and audits it with the device's owning namespace as ``target_namespac
 ``/metrics`` covers every namespace, so tenants' keys get 403 there.
 
 Activations whose result carries ``"degraded": true`` (an action served without Redis)
-are counted in ``saodf_gateway_degraded_total``. Every invocation and every rejected request is appended to the hash-chained audit log
-``SAODF_HOME/logs/audit.jsonl``.
+are counted in ``saodf_gateway_degraded_total``. Every invocation and every rejected
+request is appended to the hash-chained audit log ``SAODF_HOME/logs/audit.jsonl``.
+
+Audit records of rejected requests never carry a presented key. A 401 for presented
+credentials carries ``key_digest``, the first 16 hex characters of their sha256
+(:func:`saodf.audit_tools.secret_digest`), so that rotated-out keys can be recognised, and
+``key_id``, the user part of the basic credentials. A ``key_id`` or a namespace in the
+request path that no key of the gateway has is replaced by ``<redacted N characters>``,
+and paths are cut to :data:`MAX_AUDIT_PATH_CHARS`, so a secret pasted into the user
+field or the URL does not reach the log.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -66,6 +75,7 @@ from actions.pool import (
     runtime_env,
     start_pools,
 )
+from saodf.audit_tools import secret_digest
 from saodf.config import Settings, get_settings
 from saodf.errors import SaodfError
 from saodf.telemetry import DEVICE_ID_PATTERN
@@ -79,6 +89,10 @@ DEFAULT_ACTIONS = (
 )
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STORED_ACTIVATIONS = 10_000
+# Characters of a request path kept in audit records and log lines; http.server accepts
+# request lines up to 64 KiB.
+MAX_AUDIT_PATH_CHARS = 200
+NAMESPACES_PREFIX = "/api/v1/namespaces/"
 ACTION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/actions/([A-Za-z0-9_.@-]+)$")
 ACTIVATION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/activations/([0-9a-f]{32})$")
 
@@ -128,6 +142,26 @@ def add_namespace(settings: Settings, namespace: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def redact(value: str) -> str:
+    """Return the marker that replaces an unrecognised value in audit records and logs."""
+    return f"<redacted {len(value)} characters>"
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The result of checking a request's basic credentials.
+
+    ``namespace`` and ``subject`` (the key's uuid) are set for valid credentials. For
+    invalid ones, ``reason`` is the cause and ``evidence`` contains the audit fields that
+    identify what was presented without revealing it (``key_digest``, ``key_id``).
+    """
+
+    namespace: str | None = None
+    subject: str = ""
+    reason: str = ""
+    evidence: dict[str, str] = field(default_factory=dict)
 
 
 class Gateway:
@@ -188,23 +222,62 @@ class Gateway:
             self._keys_mtime_ns = stamp
             logger.info("gateway keys reloaded: %d namespaces", len(self.keys))
 
-    def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
-        """Return ``(namespace, subject uuid)`` of valid basic credentials, else ``(None, reason)``."""
+    def authenticate(self, header: str | None) -> Authentication:
+        """Check an ``Authorization`` header against the namespace keys."""
         self.refresh_keys()
-        if not header or not header.startswith("Basic "):
-            return None, "missing basic credentials"
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if not scheme:
+            return Authentication(reason="missing basic credentials")
+        # HTTP authentication scheme names are case-insensitive.
+        if scheme.lower() != "basic":
+            return Authentication(
+                reason="unsupported authorization scheme; use Basic",
+                evidence={"key_digest": secret_digest(header or "")},
+            )
+        if not token:
+            return Authentication(reason="missing basic credentials")
         try:
-            presented = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+            presented = base64.b64decode(token, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return None, "malformed basic credentials"
+            return Authentication(
+                reason="malformed basic credentials",
+                evidence={"key_digest": secret_digest(token)},
+            )
         matched = None
         for namespace, key in self.keys.items():
             # Compare every key, so the time taken does not reveal which namespace matched.
             if hmac.compare_digest(presented.encode("utf-8"), key.encode("utf-8")):
                 matched = namespace
+        user = presented.split(":", 1)[0]
         if matched is None:
-            return None, "wrong credentials"
-        return matched, presented.split(":", 1)[0]
+            return Authentication(
+                reason="wrong credentials",
+                evidence={
+                    "key_digest": secret_digest(presented),
+                    "key_id": self.audit_key_id(user),
+                },
+            )
+        return Authentication(namespace=matched, subject=user)
+
+    def audit_key_id(self, user: str) -> str:
+        """Return the user part of basic credentials if it is a key's uuid, else its marker."""
+        known = {key.split(":", 1)[0] for key in self.keys.values()}
+        return user if user in known else redact(user)
+
+    def audit_namespace(self, namespace: str) -> str:
+        """Return a namespace from a request if the gateway has a key for it, else its marker."""
+        return namespace if namespace == "_" or namespace in self.keys else redact(namespace)
+
+    def audit_path(self, path: str) -> str:
+        """Return a request path for audit records and logs: namespace redacted, length bounded."""
+        if path.startswith(NAMESPACES_PREFIX):
+            namespace, slash, rest = path[len(NAMESPACES_PREFIX) :].partition("/")
+            path = f"{NAMESPACES_PREFIX}{self.audit_namespace(namespace)}{slash}{rest}"
+        if len(path) > MAX_AUDIT_PATH_CHARS:
+            extra = len(path) - MAX_AUDIT_PATH_CHARS
+            path = f"{path[:MAX_AUDIT_PATH_CHARS]}...<{extra} more characters>"
+        return path
 
     def pool_for(self, namespace: str, action: str) -> ActionPool:
         """Return the namespace's pool of an action, starting its runtimes on first use.
@@ -414,7 +487,7 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             self, status: int, reason: str, namespace: str | None = None, **fields: Any
         ) -> None:
             gateway.metrics.reject(status)
-            path = urlsplit(self.path).path
+            path = gateway.audit_path(urlsplit(self.path).path)
             client = self.client_address[0]
             gateway.audit.append(
                 "reject",
@@ -433,31 +506,34 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             logger.warning(
                 "%s %s from %s rejected with %d: %s",
                 self.command,
-                urlsplit(self.path).path,
-                self.client_address[0],
+                path,
+                client,
                 status,
                 reason,
             )
             self._send(status, {"error": reason, "code": uuid.uuid4().hex})
 
         def _authorize(self, path_namespace: str | None) -> tuple[str, str] | None:
-            namespace, detail = gateway.authenticate(self.headers.get("Authorization"))
-            if namespace is None:
+            auth = gateway.authenticate(self.headers.get("Authorization"))
+            if auth.namespace is None:
                 self._reject(
-                    HTTPStatus.UNAUTHORIZED, f"The supplied authentication is invalid: {detail}."
+                    HTTPStatus.UNAUTHORIZED,
+                    f"The supplied authentication is invalid: {auth.reason}.",
+                    **auth.evidence,
                 )
                 return None
-            if path_namespace not in (None, "_", namespace):
+            if path_namespace not in (None, "_", auth.namespace):
+                target = gateway.audit_namespace(path_namespace)
                 self._reject(
                     HTTPStatus.FORBIDDEN,
                     f"The supplied authentication is not authorized to access namespace "
-                    f"{path_namespace!r}.",
-                    namespace=namespace,
-                    subject=detail,
-                    target_namespace=path_namespace,
+                    f"{target!r}.",
+                    namespace=auth.namespace,
+                    subject=auth.subject,
+                    target_namespace=target,
                 )
                 return None
-            return namespace, detail or ""
+            return auth.namespace, auth.subject
 
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             path = urlsplit(self.path).path
@@ -483,7 +559,10 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             match = ACTIVATION_ROUTE.match(path)
             if match is None:
-                self._reject(HTTPStatus.NOT_FOUND, f"The requested resource {path} does not exist.")
+                self._reject(
+                    HTTPStatus.NOT_FOUND,
+                    f"The requested resource {gateway.audit_path(path)} does not exist.",
+                )
                 return
             identity = self._authorize(match.group(1))
             if identity is None:
@@ -514,7 +593,8 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             match = ACTION_ROUTE.match(split.path)
             if match is None:
                 self._reject(
-                    HTTPStatus.NOT_FOUND, f"The requested resource {split.path} does not exist."
+                    HTTPStatus.NOT_FOUND,
+                    f"The requested resource {gateway.audit_path(split.path)} does not exist.",
                 )
                 return
             identity = self._authorize(match.group(1))
@@ -523,9 +603,10 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             namespace, subject = identity
             action = match.group(2)
             if action not in gateway.specs:
+                named = action if len(action) <= 64 else redact(action)
                 self._reject(
                     HTTPStatus.NOT_FOUND,
-                    f"The requested action {action!r} does not exist; known actions: "
+                    f"The requested action {named!r} does not exist; known actions: "
                     f"{sorted(gateway.specs)}.",
                     namespace=namespace,
                     subject=subject,

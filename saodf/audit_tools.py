@@ -14,7 +14,8 @@ time window:
 - ``unknown_source_guess``: even one wrong gateway key or unknown device token from a
   source address that had not authenticated before, below the brute-force threshold;
 - ``revoked_key``: a gateway key or device token that ``saodf tenant rotate-keys`` rotated
-  out (:func:`record_revoked_keys`), from any source.
+  out (:func:`record_revoked_keys`), from any source, matched by the ``key_digest`` of the
+  action gateway's and the ``token_digest`` of the ingest gateway's 401 records.
 
 An actor is the key's subject uuid or device id when the caller authenticated, else
 ``client:<address>``.
@@ -289,8 +290,11 @@ def _presented_guess(record: Record) -> bool:
         return False
     if str(data.get("path", "")).startswith(INGEST_PREFIX):
         return bool(data.get("token_digest"))
+    if data.get("key_digest"):
+        return True
     # Clients may send a first request without credentials and retry after the 401
-    # challenge, so only presented credentials count.
+    # challenge, so only presented credentials count. Action gateway records without
+    # ``key_digest`` come from gateway versions that did not log it.
     return "missing" not in str(data.get("reason", ""))
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 import requests
 
 from actions.audit import AuditChainError, verify_audit_log
-from actions.gateway import GatewayError, add_namespace, serve
+from actions.gateway import MAX_AUDIT_PATH_CHARS, GatewayError, add_namespace, serve
 from actions.pool import ActionSpec
+from saodf.audit_tools import secret_digest
 from saodf.config import get_settings, reset_settings
 from saodf.secrets import gateway_keys
 
@@ -92,6 +94,95 @@ def test_wrong_key_audited(tenants):
     assert "guessed-key-123" not in json.dumps(_audit(server))
 
 
+def test_wrong_key_digest_audited(tenants):
+    server, _, keys = tenants
+    user, _ = _auth(keys, "saodf")
+    _invoke(server, "saodf", "counter", (user, "guessed-key-456"))
+    record = _last_reject(server)
+    assert record["key_digest"] == secret_digest(f"{user}:guessed-key-456")
+    assert record["key_id"] == user
+
+
+def test_unknown_key_id_redacted(tenants):
+    server, _, _ = tenants
+    pasted = "Zm9vYmFyLXNlY3JldC1wYXN0ZWQtYXMtdXNlcg"
+    _invoke(server, "saodf", "counter", (pasted, "x"))
+    record = _last_reject(server)
+    assert record["key_id"] == f"<redacted {len(pasted)} characters>"
+    assert pasted not in json.dumps(_audit(server))
+
+
+def test_missing_auth_has_no_digest(tenants):
+    server, _, _ = tenants
+    requests.post(f"{server.url}/api/v1/namespaces/saodf/actions/counter", timeout=10)
+    record = _last_reject(server)
+    assert "key_digest" not in record
+    assert "key_id" not in record
+
+
+def test_other_scheme_digest_audited(tenants):
+    server, _, _ = tenants
+    header = "Bearer opaque-token-789"
+    reply = requests.post(
+        f"{server.url}/api/v1/namespaces/saodf/actions/counter",
+        headers={"Authorization": header},
+        timeout=10,
+    )
+    record = _last_reject(server)
+    assert reply.status_code == 401
+    assert record["reason"].endswith("unsupported authorization scheme; use Basic.")
+    assert record["key_digest"] == secret_digest(header)
+    assert "opaque-token-789" not in json.dumps(_audit(server))
+
+
+def test_lowercase_basic_scheme_accepted(tenants):
+    server, _, keys = tenants
+    token = base64.b64encode(keys["saodf"].encode()).decode()
+    reply = requests.post(
+        f"{server.url}/api/v1/namespaces/saodf/actions/counter?blocking=true",
+        headers={"Authorization": f"basic {token}"},
+        json={},
+        timeout=60,
+    )
+    assert reply.status_code == 200
+
+
+def test_unknown_namespace_redacted(tenants):
+    server, _, _ = tenants
+    pasted = "c2VjcmV0LWluLXRoZS1wYXRo-0123456789"
+    reply = _invoke(server, pasted, "counter", ("nobody", "x"))
+    record = _last_reject(server)
+    assert reply.status_code == 401
+    assert (
+        record["path"] == f"/api/v1/namespaces/<redacted {len(pasted)} characters>/actions/counter"
+    )
+    assert pasted not in json.dumps(_audit(server))
+
+
+def test_other_namespace_target_redacted(tenants):
+    server, _, keys = tenants
+    pasted = "c2VjcmV0LWFzLW5hbWVzcGFjZQ"
+    reply = _invoke(server, pasted, "counter", _auth(keys, "saodf"))
+    record = _last_reject(server)
+    assert reply.status_code == 403
+    assert record["target_namespace"] == f"<redacted {len(pasted)} characters>"
+    assert pasted not in reply.text
+    assert pasted not in json.dumps(_audit(server))
+
+
+def test_long_path_bounded(tenants):
+    server, _, _ = tenants
+    path = "/unknown/" + "a" * 5000
+    reply = requests.get(f"{server.url}{path}", timeout=10)
+    record = _last_reject(server)
+    assert reply.status_code == 404
+    assert (
+        record["path"]
+        == f"{path[:MAX_AUDIT_PATH_CHARS]}...<{len(path) - MAX_AUDIT_PATH_CHARS} more characters>"
+    )
+    assert len(reply.json()["error"]) < 2 * MAX_AUDIT_PATH_CHARS
+
+
 def test_malformed_basic_audited(tenants):
     server, _, _ = tenants
     reply = requests.post(
@@ -99,8 +190,10 @@ def test_malformed_basic_audited(tenants):
         headers={"Authorization": "Basic !!!not-base64"},
         timeout=10,
     )
+    record = _last_reject(server)
     assert reply.status_code == 401
-    assert _last_reject(server)["reason"].endswith("malformed basic credentials.")
+    assert record["reason"].endswith("malformed basic credentials.")
+    assert record["key_digest"] == secret_digest("!!!not-base64")
 
 
 def test_other_namespace_audited(tenants):

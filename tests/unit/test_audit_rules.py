@@ -219,6 +219,16 @@ def test_lone_guess_missing_key_quiet(tmp_path):
     assert scan([path]) == []
 
 
+def test_lone_guess_other_scheme(tmp_path):
+    fields = {
+        **_wrong_key(),
+        "reason": "The supplied authentication is invalid: unsupported authorization scheme",
+        "key_digest": "cd" * 8,
+    }
+    path = _write(tmp_path / "a.jsonl", [(0, "reject", fields)])
+    assert _rules(scan([path])) == ["unknown_source_guess"]
+
+
 def test_lone_guess_ingest_token(tmp_path):
     unknown = {"http_status": 401, "path": "/v1/telemetry", "client": "127.0.0.7"}
     path = _write(
@@ -310,6 +320,20 @@ def test_revoked_gateway_key_digest(home, tmp_path):
     reject = {**_wrong_key(), "key_digest": secret_digest(key)}
     path = _write(tmp_path / "a.jsonl", [(0, "reject", reject)])
     assert _rules(scan([path], rule_config(home))) == ["revoked_key", "unknown_source_guess"]
+
+
+def test_revoked_key_legal_source(home, tmp_path):
+    """A replay from an address that authenticated before is given away by its digest alone."""
+    from saodf.audit_tools import rule_config, secret_digest
+
+    key, _ = _rotate_out(home)
+    reject = {**_wrong_key("127.0.0.1"), "key_digest": secret_digest(key)}
+    signed_in = {**_invoke(actor=key.split(":")[0]), "client": "127.0.0.1"}
+    path = _write(tmp_path / "a.jsonl", [(0, "invoke", signed_in), (1, "reject", reject)])
+    alerts = scan([path], rule_config(home))
+    assert _rules(alerts) == ["revoked_key"]
+    assert alerts[0].evidence == [f"{path}:2"]
+    assert "an address its owner used before (127.0.0.1)" in alerts[0].detail
 
 
 def test_current_key_not_revoked(home, tmp_path):

@@ -17,7 +17,8 @@ bursts of attacks, each burst from its own loopback source address (127.0.0.10 a
 - ``single_replayed_key``: one call with ``acme``'s rotated-out key per source address;
 - ``replayed_key_legal_source``: calls with the rotated-out key from 127.0.0.1, the
   address of the legal calls, so that only the key itself can give it away; fewer than the
-  brute-force threshold in all.
+  brute-force threshold in all. The ``revoked_key`` rule matches the ``key_digest`` of
+  their 401 records against the rotated-out keys.
 
 Each call leaves one audit record, in order, so the n-th call is line n of the log. A call
 is rejected when the gateway returns 4xx or 5xx, and detected when its line is evidence in
@@ -274,8 +275,8 @@ def run(settings: Settings, quick: bool) -> dict:
         "an alert. Lone wrong-credential calls stay below the brute-force threshold of "
         f"{config.brute_force_failures} per {config.window_seconds:.0f} s; the "
         "unknown_source_guess rule flags them because their address never authenticated.",
-        "replayed_key_legal_source comes from the legal calls' address, and the action "
-        "gateway's 401 records do not name the presented key, so the revoked_key rule "
-        "cannot match it against the rotated-out keys.",
+        "replayed_key_legal_source comes from the legal calls' address, so neither the "
+        "brute-force nor the unknown_source_guess rule can flag it; the revoked_key rule "
+        "matches the key_digest of its 401 records against the rotated-out keys.",
     ]
     return {"figures": figures, "reference": {}, "ratios": {}, "goals": goals, "notes": notes}

@@ -33,14 +33,14 @@ def test_legal_not_flagged(result):
     assert result["figures"]["legal_flagged_share"] == 0.0
 
 
-@pytest.mark.parametrize("kind", ["single_wrong_credentials", "single_replayed_key"])
-def test_single_guess_detected(result, kind):
+@pytest.mark.parametrize("kind", security.SINGLE_CALL_CLASSES)
+def test_single_call_detected(result, kind):
+    """Lone calls: the replay from the legal address is given away only by its key digest."""
     assert result["figures"][f"{kind}_detected_share"] == 1.0
 
 
-def test_legal_source_replay_missed(result):
-    """Only the key gives this replay away, and the gateway's 401 records do not name it."""
-    assert result["figures"]["replayed_key_legal_source_detected_share"] == 0.0
+def test_detection_goal_met(result):
+    assert result["goals"]["attacks_detected_share"]["met"] is True
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,10 @@ Routes:
 - ``GET /health``: liveness and each broker's reachability and load score.
 - ``GET /metrics``: Prometheus text of the routing decisions and broker loads of the
   default deployment's readings.
+- ``GET /openapi.json``: the OpenAPI 3 description of these routes (``ingest_openapi.json``
+  beside this module), served without a token.
+
+Other methods on these paths get 405 with an ``Allow`` header, and other paths get 404.
 
 Readings of a tenant's device go through a router of the tenant's own (see
 :class:`TenantRouters`): to its topics ``t.<tenant>.telemetry.raw`` and
@@ -23,13 +27,17 @@ another tenant's or the default deployment's. A reading whose ``device_id`` is n
 authenticated device's is invalid. The attempt is also audited as a ``reject`` record
 whose ``target_namespace`` is the namespace of the claimed device.
 
+A claimed ``device_id`` may be a secret sent by mistake (a device token, say). Responses
+and dead-letter reasons therefore name it only by ``sha256:`` and the first 16 hex
+characters of its SHA-256 digest (the prefix that ``token_digest`` uses too). Audit records
+and logs name registered device ids verbatim and unknown ids by that digest.
+
 Run it with ``python -m streaming.ingest_gateway`` (port ``SAODF_INGEST_PORT``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import signal
@@ -38,23 +46,38 @@ import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from actions.audit import AuditLog
+from saodf.audit_tools import secret_digest
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.log import configure_logging
-from saodf.telemetry import DEVICE_ID_PATTERN, validate_message
+from saodf.secrets import secrets_dir
+from saodf.telemetry import validate_message
 from saodf.tenants import Tenant, TenantRegistry, tenant_settings
 from streaming.ingest_config import IngestConfig, with_name_overrides
 from streaming.ingest_router import DeadLetter, DeadLetterError, IngestReading, IngestRouter
-from streaming.tokens import DeviceTokens
+from streaming.tokens import TOKENS_FILE, DeviceTokens, list_token_devices
 
 logger = logging.getLogger(__name__)
 
 TELEMETRY_PATH = "/v1/telemetry"
+OPENAPI_PATH = "/openapi.json"
+OPENAPI_FILE = Path(__file__).with_name("ingest_openapi.json")
+# The method each route accepts. Other methods on these paths get 405 with it as Allow.
+ROUTE_METHODS = {
+    TELEMETRY_PATH: "POST",
+    "/health": "GET",
+    "/metrics": "GET",
+    OPENAPI_PATH: "GET",
+}
+# A batch of readings claiming many other devices gets one audit record per device for the
+# first ones only, so that one request cannot make the gateway fsync a thousand records.
+MAX_AUDITED_CLAIMS = 10
 
 
 class BatchTooLargeError(InvalidTelemetryError):
@@ -67,7 +90,8 @@ class IngestResult:
 
     request_id: str
     results: list[dict[str, Any]] = field(default_factory=list)
-    # Valid device ids that readings claimed although another device authenticated.
+    # The device_id strings, of any form, that readings claimed while another device had
+    # authenticated. They may be secrets: see redacted_device_id.
     claimed_devices: list[str] = field(default_factory=list)
 
     @property
@@ -118,6 +142,101 @@ def _split_payload(body: bytes, max_batch: int) -> tuple[list[tuple[Any, bytes]]
     return [(item, orjson.dumps(item)) for item in decoded], None
 
 
+def redacted_device_id(device_id: str) -> str:
+    """Return ``sha256:`` and the digest prefix that names a device id without quoting it."""
+    return f"sha256:{secret_digest(device_id)}"
+
+
+class KnownDevices:
+    """Device ids with an ingest token or listed by a tenant, read again when the files change."""
+
+    def __init__(self, settings: Settings, registry: TenantRegistry):
+        self.settings = settings
+        self.registry = registry
+        self._path = secrets_dir(settings) / TOKENS_FILE
+        self._mtime_ns: int | None = None
+        self._devices: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def __contains__(self, device_id: object) -> bool:
+        if not isinstance(device_id, str):
+            return False
+        if self.registry.owner(device_id) is not None:
+            return True
+        with self._lock:
+            try:
+                mtime = self._path.stat().st_mtime_ns
+            except FileNotFoundError:
+                mtime = None
+            if mtime != self._mtime_ns:
+                self._devices = frozenset(list_token_devices(self.settings))
+                self._mtime_ns = mtime
+            return device_id in self._devices
+
+
+class IngestAuditor:
+    """Audit records of one ingest process about readings that claimed other devices."""
+
+    def __init__(self, settings: Settings, log: AuditLog, registry: TenantRegistry):
+        self.settings = settings
+        self.log = log
+        self.registry = registry
+        self.known = KnownDevices(settings, registry)
+
+    def device_label(self, device_id: str) -> str:
+        """Return ``device_id`` when it is registered, else its :func:`redacted_device_id`."""
+        return device_id if device_id in self.known else redacted_device_id(device_id)
+
+    def claimed_fields(self, claimed: str) -> dict[str, Any]:
+        """Return the audit fields naming a claimed device: its digest, and its id if registered."""
+        label = self.device_label(claimed)
+        fields: dict[str, Any] = {
+            "resource": f"/devices/{label}",
+            "claimed_device_digest": secret_digest(claimed),
+            "target_namespace": self.registry.owner_namespace(
+                claimed, self.settings.gateway_namespace
+            ),
+        }
+        if label == claimed:
+            fields["claimed_device_id"] = claimed
+        return fields
+
+    def audit_claimed(self, result: IngestResult, identity: dict[str, Any], **request: Any) -> None:
+        """Append one ``reject`` record per device that readings claimed without its token.
+
+        Args:
+            result: the outcome whose ``claimed_devices`` to audit.
+            identity: the authenticated device's actor, device_id, tenant, namespace, action.
+            request: fields of the request (method, path, client, http_status).
+        """
+        own = identity["namespace"] or self.settings.gateway_namespace
+        for claimed in result.claimed_devices[:MAX_AUDITED_CLAIMS]:
+            fields = self.claimed_fields(claimed)
+            label = fields["resource"].removeprefix("/devices/")
+            self.log.append(
+                "reject",
+                **request,
+                outcome="rejected",
+                reason=f"reading of device {label} sent with the token of another device",
+                **{**identity, "namespace": own},
+                **fields,
+            )
+            logger.warning(
+                "device %s sent a reading of device %s (namespace %s)",
+                identity["device_id"],
+                label,
+                fields["target_namespace"],
+            )
+        skipped = len(result.claimed_devices) - MAX_AUDITED_CLAIMS
+        if skipped > 0:
+            logger.warning(
+                "device %s claimed %d more device(s) in request %s; not audited one by one",
+                identity["device_id"],
+                skipped,
+                result.request_id,
+            )
+
+
 def ingest_payload(
     router: IngestRouter,
     body: bytes,
@@ -147,14 +266,16 @@ def ingest_payload(
     letters: list[tuple[int, DeadLetter]] = []
     for index, (item, raw) in enumerate(items):
         try:
-            message = validate_message(item)
-            if message["device_id"] != device_id:
-                if message["device_id"] not in result.claimed_devices:
-                    result.claimed_devices.append(message["device_id"])
+            claimed = item.get("device_id") if isinstance(item, dict) else None
+            # Checked before the contract, whose messages quote the invalid value.
+            if isinstance(claimed, str) and claimed != device_id:
+                if claimed not in result.claimed_devices:
+                    result.claimed_devices.append(claimed)
                 raise InvalidTelemetryError(
-                    f"device_id {message['device_id']!r} does not match the authenticated "
+                    f"device_id {redacted_device_id(claimed)} does not match the authenticated "
                     f"device {device_id!r}; send each device's readings with its own token"
                 )
+            message = validate_message(item)
         except InvalidTelemetryError as exc:
             letter_extra = {**extra, "kind": "invalid", "index": index}
             letters.append((index, DeadLetter(raw, exc.reason, f"ingest-{source}", letter_extra)))
@@ -247,6 +368,7 @@ class IngestGateway:
         # Its own file: the action gateway's process appends to audit.jsonl, and two writers
         # of one hash chain would interleave their records.
         self.audit = AuditLog(settings.log_dir / "ingest_audit.jsonl")
+        self.auditor = IngestAuditor(settings, self.audit, self.routers.registry)
         port = self.config.http_port if port is None else port
         self.server = ThreadingHTTPServer((settings.host, port), _handler_class(self))
         self.server.daemon_threads = True
@@ -293,7 +415,8 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def _audit(self, event: str, status: int, outcome: str, **fields: Any) -> None:
             client = self.client_address[0]
@@ -327,46 +450,47 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 headers = {**(headers or {}), "Connection": "close"}
             self._send(int(status), {"error": message}, headers=headers)
 
-        def _audit_claimed(
-            self, result: IngestResult, status: HTTPStatus, identity: dict[str, Any]
-        ) -> None:
-            """Audit each device id that readings claimed without its own token."""
-            own = identity["namespace"] or gateway.settings.gateway_namespace
-            for claimed in result.claimed_devices:
-                if not DEVICE_ID_PATTERN.match(claimed):
-                    continue
-                target = gateway.routers.registry.owner_namespace(
-                    claimed, gateway.settings.gateway_namespace
+        def _route_allows(self) -> bool:
+            """Reject a request to an unknown path (404) or with another method (405)."""
+            path = self.path.split("?", 1)[0]
+            allowed = ROUTE_METHODS.get(path)
+            # A rejected request's body is not read, so its connection cannot carry another one.
+            if allowed is None:
+                self._reject(
+                    HTTPStatus.NOT_FOUND, f"no route {path}; use {TELEMETRY_PATH}", close=True
                 )
-                self._audit(
-                    "reject",
-                    status,
-                    "rejected",
-                    reason=f"reading of device {claimed!r} sent with the token of another device",
-                    **{**identity, "namespace": own},
-                    resource=f"/devices/{claimed}",
-                    claimed_device_id=claimed,
-                    target_namespace=target,
+                return False
+            if self.command != allowed:
+                self._reject(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    f"method {self.command} is not allowed on {path}; use {allowed}",
+                    headers={"Allow": allowed},
+                    close=True,
                 )
-                logger.warning(
-                    "device %s sent a reading of device %s (namespace %s)",
-                    identity["device_id"],
-                    claimed,
-                    target,
-                )
+                return False
+            return True
+
+        def _not_allowed(self) -> None:
+            self._route_allows()
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+        do_HEAD = _not_allowed
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            if self.path == "/health":
+            if not self._route_allows():
+                return
+            path = self.path.split("?", 1)[0]
+            if path == "/health":
                 self._send(200, {"status": "ok", "brokers": gateway.router.health()})
-            elif self.path == "/metrics":
+            elif path == "/metrics":
                 text = gateway.router.render_metrics().encode("utf-8")
                 self._send(200, text, content_type="text/plain; version=0.0.4")
             else:
-                self._reject(HTTPStatus.NOT_FOUND, f"no route {self.path}; use {TELEMETRY_PATH}")
+                self._send(200, OPENAPI_FILE.read_bytes())
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib name
-            if self.path.split("?", 1)[0] != TELEMETRY_PATH:
-                self._reject(HTTPStatus.NOT_FOUND, f"no route {self.path}; use {TELEMETRY_PATH}")
+            if not self._route_allows():
                 return
             length_text = self.headers.get("Content-Length")
             if length_text is None or not length_text.isdigit():
@@ -386,9 +510,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             device_id = gateway.tokens.authenticate(token)
             if device_id is None:
                 # A digest prefix tells repeated guesses apart without keeping the token.
-                presented = (
-                    hashlib.sha256(token.encode("utf-8")).hexdigest()[:16] if token else None
-                )
+                presented = secret_digest(token) if token else None
                 self._reject(
                     HTTPStatus.UNAUTHORIZED,
                     "missing or unknown device token; send Authorization: Bearer <token>",
@@ -417,13 +539,21 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 return
             status = HTTPStatus.BAD_REQUEST if result.invalid else HTTPStatus.ACCEPTED
             gateway.router.metrics.count_request("http", int(status))
-            self._audit_claimed(result, status, identity)
+            gateway.auditor.audit_claimed(
+                result,
+                identity,
+                method=self.command,
+                path=TELEMETRY_PATH,
+                client=self.client_address[0],
+                http_status=int(status),
+            )
             self._audit(
                 "ingest",
                 status,
                 "partly rejected" if result.invalid else "accepted",
                 readings=len(result.results),
                 invalid=result.invalid,
+                claimed_devices=len(result.claimed_devices),
                 **identity,
             )
             self._send(int(status), result.to_dict())

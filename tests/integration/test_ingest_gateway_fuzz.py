@@ -53,7 +53,8 @@ def gateway(session_settings, kafka_bootstrap, moto_endpoint, tmp_path_factory):
         server.stop()
 
 
-def _send(server, method, path, body, headers):
+def _exchange(server, method, path, body, headers):
+    """Send one request and return its status and headers; status 499 for a closed socket."""
     port = int(server.url.rsplit(":", 1)[1])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -64,12 +65,16 @@ def _send(server, method, path, body, headers):
         connection.send(body)
         response = connection.getresponse()
         response.read()
-        return response.status
+        return response.status, dict(response.getheaders())
     except (ConnectionError, http.client.HTTPException):
         # The gateway may close the socket on a body it rejected before reading it all.
-        return 499
+        return 499, {}
     finally:
         connection.close()
+
+
+def _send(server, method, path, body, headers):
+    return _exchange(server, method, path, body, headers)[0]
 
 
 def _header_text(text: str) -> str:
@@ -88,7 +93,7 @@ BODIES = (
 
 @FUZZ
 @given(
-    method=st.sampled_from(["POST", "GET"]),
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS"]),
     path=st.sampled_from(["/v1/telemetry", "/v1/telemetry?x=1", "/health", "/v1/../etc"])
     | st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=30).map(
         lambda text: "/" + text
@@ -117,15 +122,33 @@ def test_no_server_error(gateway, method, path, body, auth, garbage, length):
     assert status < 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BaseHTTPRequestHandler answers 501 to methods without a do_<METHOD> handler",
-)
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "GET"])
 def test_other_method_not_allowed(gateway, method):
     server, token = gateway
     headers = {"Authorization": f"Bearer {token}", "Content-Length": "0"}
-    assert _send(server, method, "/v1/telemetry", b"", headers) == 405
+    status, response_headers = _exchange(server, method, "/v1/telemetry", b"", headers)
+    assert status == 405
+    assert response_headers.get("Allow") == "POST"
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/openapi.json"])
+def test_post_on_get_route_not_allowed(gateway, path):
+    server, _ = gateway
+    status, response_headers = _exchange(server, "POST", path, b"{}", {"Content-Length": "2"})
+    assert status == 405
+    assert response_headers.get("Allow") == "GET"
+
+
+def test_put_with_body_not_allowed(gateway):
+    server, token = gateway
+    body = orjson.dumps(READING)
+    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(len(body))}
+    assert _send(server, "PUT", "/v1/telemetry", body, headers) == 405
+
+
+def test_unknown_path_not_found(gateway):
+    server, _ = gateway
+    assert _send(server, "PUT", "/v1/other", b"", {"Content-Length": "0"}) == 404
 
 
 def test_still_healthy(gateway):

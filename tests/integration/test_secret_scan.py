@@ -2,11 +2,12 @@
 
 The flow: ``saodf tenant create`` and ``rotate-keys`` through the CLI against a redis-server
 of the test's home, tenant logins to Redis with good and bad passwords, action gateway
-calls with current, rotated-out, wrong and cross-tenant keys, and ingest calls with good,
-rotated-out and wrong device tokens. Then every secret of the run (gateway keys, their
+calls with current, rotated-out, wrong and cross-tenant keys, ingest calls with good,
+rotated-out and wrong device tokens, and readings whose device_id is a device token. Then every secret of the run (gateway keys, their
 secret halves and basic-auth forms, Redis passwords, device tokens) is searched for in
-the home's files outside the two secret stores, the captured log records, the CLI's
-stderr, every HTTP and Redis error message, the tracked files and the last commits.
+the home's files outside the two secret stores (audit logs included), the captured log
+records, the CLI's stderr, every HTTP and Redis error message, the dead-letter reasons, the
+tracked files and the last commits.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import requests
 
 from actions.gateway import serve
 from actions.pool import ActionSpec
-from saodf.audit_tools import run_detection, verify
+from saodf.audit_tools import run_detection, secret_digest, verify
 from saodf.config import PROJECT_ROOT, Settings
 from saodf.stack import process, services
+from saodf.tenants import tenant_settings
+from streaming.dlq import read_dlq
 from streaming.ingest_config import IngestConfig
 from streaming.ingest_gateway import IngestGateway
 
@@ -237,12 +240,29 @@ def _ingest_calls(settings: Settings, old: dict, new: dict) -> dict[str, str]:
                 timeout=30,
             )
             texts[f"ingest {label}"] = f"{response.status_code} {response.headers} {response.text}"
-        # NOTE: a token sent as the reading's device_id is kept in the audit record as the
-        # claimed device id, like any other bad input, so this flow does not send one.
+        # A device that sends a token as the device_id: the reading is rejected and audited,
+        # and only the token's digest may appear in the reply, audit record, logs and DLQ.
+        for label, claimed in (
+            ("current", new["device token"][0]),
+            ("old", old["device token"][0]),
+        ):
+            response = requests.post(
+                f"{server.url}/v1/telemetry",
+                data=orjson.dumps({**reading, "device_id": claimed}),
+                headers={"Authorization": f"Bearer {new['device token'][0]}"},
+                timeout=30,
+            )
+            texts[f"ingest {label} token as device_id"] = (
+                f"{response.status_code} {response.headers} {response.text}"
+            )
     finally:
         server.stop()
+    dlq = read_dlq(tenant_settings("acme", settings), limit=10, timeout=15)
+    texts["ingest dlq reasons"] = "\n".join(record["reason"] for record in dlq)
     assert texts["ingest current token"].startswith("202")
     assert texts["ingest rotated-out token"].startswith("401")
+    assert texts["ingest current token as device_id"].startswith("400")
+    assert len(dlq) == 2
     return texts
 
 
@@ -304,6 +324,16 @@ def test_no_secret_in_home_files(flow):
     texts = _home_files(home)
     assert any(name.endswith("audit.jsonl") for name in texts)
     assert _findings(secrets, texts) == []
+
+
+def test_token_claim_audited_by_digest(flow):
+    home, secrets, _ = flow
+    tokens = [value for kind, value in secrets if kind == "device token"]
+    records = [orjson.loads(line) for line in (home / "logs" / "ingest_audit.jsonl").open("rb")]
+    claims = [r for r in records if r.get("claimed_device_digest")]
+    digests = {record["claimed_device_digest"] for record in claims}
+    assert {secret_digest(token) for token in tokens} & digests
+    assert {record["resource"] for record in claims} == {f"/devices/sha256:{d}" for d in digests}
 
 
 def test_no_secret_in_logs_or_errors(flow):

@@ -85,6 +85,9 @@ class PrepareConfig:
     start: datetime | None = None
     end: datetime | None = None
     freq: str = "auto"
+    # With freq="auto", an inferred step finer than this becomes this step (SageMaker
+    # DeepAR's finest time_freq is one minute).
+    min_freq: str | None = None
     aggregation: str = "mean"
     imputation: str = "linear"
     max_gap: int | None = 12
@@ -126,6 +129,8 @@ class PrepareConfig:
 
         if self.freq != "auto":
             _check_frequency(self.freq)
+        if self.min_freq is not None:
+            _check_frequency(self.min_freq)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("imputation", self.imputation, IMPUTATIONS)
         _check_choice("outlier_method", self.outlier_method, OUTLIER_METHODS)
@@ -277,6 +282,7 @@ _OPTIONAL_ARGS = {
     "cat_mapping_url",
     "run_key",
     "spark_master",
+    "min_freq",
 }
 _NONE_TEXT = "none"
 
@@ -431,6 +437,7 @@ def prepare_device(device_id: str, rows: pd.DataFrame, config: PrepareConfig) ->
             readings["timestamp"],
             readings["value"],
             freq=config.freq,
+            min_freq=config.min_freq,
             aggregation=config.aggregation,
             imputation=config.imputation,
             max_gap=config.max_gap,

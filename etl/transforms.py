@@ -264,6 +264,7 @@ def prepare_series(
     duplicates: str = "last",
     not_after: pd.Timestamp | None = None,
     max_steps: int | None = DEFAULT_MAX_STEPS,
+    min_freq: str | None = None,
 ) -> PreparedSeries:
     """Turn one device's raw readings of one metric into a regular, cleaned series.
 
@@ -283,6 +284,8 @@ def prepare_series(
         duplicates: ``"last"`` or ``"mean"`` for readings with the same timestamp.
         not_after: The latest plausible reading time (aware); None keeps every reading.
         max_steps: The maximum length of the regular series (None: no limit).
+        min_freq: With ``freq="auto"``, the finest step to use: a finer inferred step is
+            replaced by this one (None: no limit).
 
     Raises:
         DatasetError: A reading is not a number, no usable reading is left, the
@@ -312,6 +315,10 @@ def prepare_series(
         )
     if freq == "auto":
         freq = infer_frequency(raw["timestamp"])
+        if min_freq is not None and pd.Timedelta(
+            pd.tseries.frequencies.to_offset(freq)
+        ) < pd.Timedelta(pd.tseries.frequencies.to_offset(min_freq)):
+            freq = min_freq
     first, last = raw["timestamp"].iloc[0], raw["timestamp"].iloc[-1]
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
     steps = int((last.floor(step) - first.floor(step)) // step) + 1

@@ -26,7 +26,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from models.errors import ModelInputError
@@ -580,22 +580,7 @@ def batch_transform(
         output = join_url(output_url, group, "output.jsonl.out")
         manifest_url = join_url(output_url, group, "manifest.json")
         write_forecast_lines(output, forecasts)
-        manifest = {
-            "group": group,
-            "freq": spec.freq,
-            "model_name": name,
-            "model_version": model.version,
-            "prediction_length": model.prediction_length,
-            "quantiles": OUTPUT_QUANTILES,
-            "series": [
-                {
-                    "device_id": _device_id(spec, index),
-                    "line": index,
-                    "forecast_start": _forecast_start(record, spec.freq),
-                }
-                for index, record in enumerate(records)
-            ],
-        }
+        manifest = forecast_manifest(spec, records, name, model.version, model.prediction_length)
         # The manifest is written last, so its presence marks a complete output.
         write_text_atomic(manifest_url, json.dumps(manifest, indent=2))
         logger.info(
@@ -616,6 +601,32 @@ def batch_transform(
             "seconds": seconds,
         }
     return results
+
+
+def forecast_manifest(
+    spec: GroupSpec,
+    records: Sequence[Mapping],
+    model_name: str,
+    model_version: str | int,
+    prediction_length: int,
+) -> dict:
+    """Describe one group's forecast output: the model, and per line its device and start."""
+    return {
+        "group": spec.group,
+        "freq": spec.freq,
+        "model_name": model_name,
+        "model_version": model_version,
+        "prediction_length": prediction_length,
+        "quantiles": OUTPUT_QUANTILES,
+        "series": [
+            {
+                "device_id": _device_id(spec, index),
+                "line": index,
+                "forecast_start": _forecast_start(record, spec.freq),
+            }
+            for index, record in enumerate(records)
+        ],
+    }
 
 
 def _plain_record(record: Mapping, freq: str) -> dict:

@@ -138,6 +138,8 @@ class AwsJobSettings:
             num_samples=_int_setting("num_samples", value, 100),
             kms_key_id=value("kms_key_id"),
             image_uri=value("image_uri"),
+            name_prefix=value("name_prefix", "saodf"),
+            check_interval_seconds=_int_setting("check_interval_seconds", value, 30),
         )
         job.validate()
         return job

@@ -225,20 +225,12 @@ def preprocess(
     scope: dict[str, Any], settings: Settings | None = None, **overrides
 ) -> dict[str, Any]:
     """Run the Glue job script locally for the run's devices and return its summary."""
-    from etl.glue_job import PrepareConfig, run
+    from etl.glue_job import run
 
     settings = settings or get_settings()
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
-    config = PrepareConfig(
-        raw_url=paths["raw"],
-        output_url=paths["prepared"],
-        cat_mapping_url=paths["cat_mapping"],
-        devices=scope["devices"],
-        start=_parse_time(scope["start"]),
-        end=_parse_time(scope["end"]),
-        **overrides,
-    )
+    config = prepare_config(scope, settings, **overrides)
     try:
         summary = run(config)
     except DatasetError as exc:
@@ -252,6 +244,24 @@ def preprocess(
         "summary": summary,
         "seconds": time.monotonic() - started,
     }
+
+
+def prepare_config(scope: dict[str, Any], settings: Settings | None = None, **overrides):
+    """Return the preprocessing job's ``PrepareConfig`` for the run's devices and time range."""
+    from etl.glue_job import PrepareConfig
+
+    settings = settings or get_settings()
+    paths = urls(settings, scope["run_key"])
+    return PrepareConfig(
+        raw_url=paths["raw"],
+        output_url=paths["prepared"],
+        cat_mapping_url=paths["cat_mapping"],
+        devices=scope["devices"],
+        start=_parse_time(scope["start"]),
+        end=_parse_time(scope["end"]),
+        run_key=scope["run_key"],
+        **overrides,
+    )
 
 
 def _prepared_groups(prepared_url: str) -> list | None:

@@ -6,6 +6,7 @@ task so that parsing this file stays cheap).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import (
@@ -25,6 +26,12 @@ WINDOW_TOPIC = "telemetry.windows"
 # Preprocessing, training and transform share the CPU: the stack sizes this pool for the
 # machine (SAODF_HEAVY_POOL_SLOTS, 1 by default).
 HEAVY_POOL = "saodf_heavy"
+# Tasks that only wait on a Glue or SageMaker job (SAODF_REMOTE_POOL_SLOTS, 4 by default).
+REMOTE_POOL = "saodf_remote"
+# "local" runs every stage in the Airflow worker; "aws" submits Glue and SageMaker jobs.
+TARGET = os.environ.get("SAODF_TARGET", "local")
+# A SageMaker task waits for its job: Spot wait (at most 1 h for built-in DeepAR) plus upload.
+SAGEMAKER_TASK_TIMEOUT = timedelta(minutes=80)
 
 windows_asset = Asset(
     name="telemetry_windows",
@@ -56,6 +63,11 @@ Stages: validate raw data (Great Expectations, bad batches quarantined) → prep
 validate prepared data → train DeepAR and a seasonal-naive baseline, register the
 better one as `champion` in MLflow → batch transform → fill the Redis forecast cache →
 tear down the batch workspace → log a cost summary to MLflow.
+
+With `SAODF_TARGET=aws` preprocessing is an AWS Glue job, DeepAR trains with SageMaker
+managed Spot training (one mapped task per frequency group) and forecasts with batch
+transform or a Spot inference job, whichever the cost model prices lower; the outputs
+are collected from S3 into the lake before the cache is filled.
 """
 
 default_args = {
@@ -147,7 +159,32 @@ with DAG(
             return pipeline.validate_prepared(scope)
 
         raw_checked = validate_raw(scope)
-        prepared = preprocess(scope)
+        if TARGET == "aws":
+            from saodf_airflow.aws import PrepareGlueJobOperator
+
+            @task
+            def stage_code() -> dict:
+                """Upload the Glue script, the code zip and the Spot entry point if they changed."""
+                from saodf import aws_pipeline
+
+                return aws_pipeline.stage_code()
+
+            from saodf_airflow.terraform import TerraformBatchOperator
+
+            # The run's scratch bucket, job role and key; the teardown task destroys them.
+            # Inputs come from the workers' TF_VAR_* variables (platform output batch_stack_env).
+            applied = TerraformBatchOperator(task_id="apply_batch", action="apply")
+            prepared = PrepareGlueJobOperator(
+                task_id="preprocess",
+                scope=scope,
+                job_poll_interval=15,
+                verbose=False,
+                pool=REMOTE_POOL,
+                execution_timeout=timedelta(minutes=60),
+            )
+            scope >> applied >> stage_code() >> prepared
+        else:
+            prepared = preprocess(scope)
         prepared_checked = validate_prepared(scope)
         raw_checked >> prepared >> prepared_checked
 
@@ -171,9 +208,87 @@ with DAG(
 
             return pipeline.batch_transform(scope, trained)
 
-        trained = train(scope)
-        transformed = batch_transform(scope, trained)
-        prepared_checked >> trained
+        if TARGET == "aws":
+            from saodf_airflow.aws import (
+                DeepARTrainingOperator,
+                DeepARTransformOperator,
+                SpotInferenceOperator,
+            )
+
+            @task
+            def plan_jobs(scope: dict) -> list:
+                """List the frequency groups; each one's inference task runs, the other skips."""
+                from saodf import aws_pipeline
+
+                return aws_pipeline.plan_jobs(scope)
+
+            @task
+            def record_training(scope: dict, trained: list, **context) -> dict:
+                """Log each SageMaker job to MLflow, register its model and move champion."""
+                from models.sagemaker import AwsJobSettings
+                from saodf import aws_pipeline, pipeline
+                from saodf_airflow.links import MLFLOW_URL_XCOM_KEY
+
+                settings = pipeline.get_settings()
+                client = aws_pipeline.sagemaker_client(
+                    AwsJobSettings.from_settings(settings).aws_conn_id
+                )
+                result = aws_pipeline.record_training(scope, list(trained), client)
+                runs = sorted(result["groups"].items())
+                if runs:
+                    url = pipeline.mlflow_run_url(
+                        settings.mlflow_tracking_uri, runs[0][1]["mlflow_run_id"]
+                    )
+                    context["ti"].xcom_push(key=MLFLOW_URL_XCOM_KEY, value=url)
+                return result
+
+            @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+            def collect_forecasts(scope: dict, **context) -> dict:
+                """Copy the transform and Spot inference outputs from S3 into the lake."""
+                from saodf import aws_pipeline
+
+                ti = context["ti"]
+                results = []
+                for task_id in ("model.batch_transform", "model.spot_inference"):
+                    pulled = ti.xcom_pull(task_ids=task_id)
+                    if isinstance(pulled, dict):
+                        results.append(pulled)
+                    elif pulled:
+                        results.extend(item for item in pulled if item)
+                return aws_pipeline.collect_forecasts(scope, results)
+
+            plan = plan_jobs(scope)
+            print_log = os.environ.get("SAODF_SAGEMAKER_PRINT_LOG", "true") != "false"
+            trained = DeepARTrainingOperator.partial(
+                task_id="train",
+                scope=scope,
+                print_log=print_log,
+                pool=REMOTE_POOL,
+                execution_timeout=SAGEMAKER_TASK_TIMEOUT,
+            ).expand(group=plan)
+            recorded = record_training(scope, trained.output)
+            transformed_groups = DeepARTransformOperator.partial(
+                task_id="batch_transform",
+                scope=scope,
+                trained=trained.output,
+                pool=REMOTE_POOL,
+                execution_timeout=SAGEMAKER_TASK_TIMEOUT,
+            ).expand(group=plan)
+            spot_groups = SpotInferenceOperator.partial(
+                task_id="spot_inference",
+                scope=scope,
+                trained=trained.output,
+                print_log=print_log,
+                pool=REMOTE_POOL,
+                execution_timeout=SAGEMAKER_TASK_TIMEOUT,
+            ).expand(group=plan)
+            transformed = collect_forecasts(scope)
+            [transformed_groups, spot_groups, recorded] >> transformed
+            prepared_checked >> plan
+        else:
+            trained = train(scope)
+            transformed = batch_transform(scope, trained)
+            prepared_checked >> trained
 
     @task(outlets=[forecast_cache_asset])
     def populate_cache(scope: dict, transformed: dict) -> dict:
@@ -204,10 +319,16 @@ with DAG(
             "populate_cache": "populate_cache",
             "teardown": "teardown",
         }
+        if TARGET == "aws":
+            stage_tasks.update(
+                spot_inference="model.spot_inference", collect_forecasts="model.collect_forecasts"
+            )
         seconds = {}
         for stage, task_id in stage_tasks.items():
+            # A mapped task (one per group on the aws target) returns one result per group.
             result = ti.xcom_pull(task_ids=task_id) or {}
-            seconds[stage] = float(result.get("seconds", 0.0))
+            results = [result] if isinstance(result, dict) else [r for r in result if r]
+            seconds[stage] = sum(float(r.get("seconds", 0.0)) for r in results)
         cached = ti.xcom_pull(task_ids="populate_cache") or {}
         forecast_count = cached.get("stats", {}).get("entries")
         summary = pipeline.report_cost(scope, seconds, forecast_count=forecast_count)

@@ -101,6 +101,9 @@ class Settings:
     history_hours: int = 168
     heavy_pool: str = "saodf_heavy"
     heavy_pool_slots: int = 1
+    # Tasks that wait on Glue or SageMaker jobs (aws target); caps the jobs running at once.
+    remote_pool: str = "saodf_remote"
+    remote_pool_slots: int = 4
     registered_model_prefix: str = "saodf-forecaster"
     mlflow_experiment: str = "telemetry_pipeline"
     extra: dict[str, str] = field(default_factory=dict)
@@ -149,6 +152,7 @@ class Settings:
             kafka_session_timeout_ms=_env_int("SAODF_KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
             history_hours=_env_int("SAODF_HISTORY_HOURS", 168, minimum=1),
             heavy_pool_slots=_env_int("SAODF_HEAVY_POOL_SLOTS", 1, minimum=1),
+            remote_pool_slots=_env_int("SAODF_REMOTE_POOL_SLOTS", 4, minimum=1),
             redis_tls=_env_bool("SAODF_REDIS_TLS", False),
             redis_tls_ca_file=_env_optional("SAODF_REDIS_TLS_CA_FILE"),
             redis_tls_cert_file=_env_optional("SAODF_REDIS_TLS_CERT_FILE"),

@@ -485,11 +485,26 @@ def _s3_backend_config(settings: Settings, run_key: str, setup: TerraformSetup) 
     }
     if setup.state_kms_key:
         lines["kms_key_id"] = setup.state_kms_key
+    if settings.aws_endpoint_url:
+        # An emulator (moto_server) in place of AWS: no STS identity and path-style buckets.
+        lines.update(
+            endpoints={"s3": settings.aws_endpoint_url},
+            use_path_style=True,
+            skip_credentials_validation=True,
+            skip_requesting_account_id=True,
+            skip_metadata_api_check=True,
+        )
     if setup.state_lock_table:
         lines["dynamodb_table"] = setup.state_lock_table
     else:
         lines["use_lockfile"] = True
-    return "".join(f"{name} = {json.dumps(value)}\n" for name, value in lines.items())
+    return "".join(f"{name} = {_hcl_value(value)}\n" for name, value in lines.items())
+
+
+def _hcl_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def _write_text(path: Path, text: str) -> None:

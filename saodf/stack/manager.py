@@ -75,20 +75,23 @@ def prepare_airflow(settings: Settings) -> None:
         logger.info("migrating the Airflow metadata DB in %s (log %s)", home, log_file)
         _airflow_cli(env, ["db", "migrate"], log_file)
         marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
-    pool_marker = home / f".pool-{settings.heavy_pool}-{settings.heavy_pool_slots}"
-    if not pool_marker.exists():
-        _airflow_cli(
-            env,
-            [
-                "pools",
-                "set",
-                settings.heavy_pool,
-                str(settings.heavy_pool_slots),
-                "CPU-heavy pipeline tasks (preprocess, train, transform)",
-            ],
-            log_file,
-        )
-        pool_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+    pools = (
+        (
+            settings.heavy_pool,
+            settings.heavy_pool_slots,
+            "CPU-heavy pipeline tasks (preprocess, train, transform)",
+        ),
+        (
+            settings.remote_pool,
+            settings.remote_pool_slots,
+            "tasks that wait on Glue and SageMaker jobs (aws target)",
+        ),
+    )
+    for name, slots, description in pools:
+        pool_marker = home / f".pool-{name}-{slots}"
+        if not pool_marker.exists():
+            _airflow_cli(env, ["pools", "set", name, str(slots), description], log_file)
+            pool_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
 
 
 def _airflow_cli(env: dict[str, str], args: list[str], log_file: Path) -> None:

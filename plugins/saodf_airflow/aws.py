@@ -1,0 +1,184 @@
+"""Operators of the ``aws`` target: Amazon provider operators fed from the run scope.
+
+Each operator builds its request when it runs, from the scope that ``resolve_scope``
+returned and the try number of its own task instance, through ``saodf.aws_pipeline``.
+A retried task therefore submits jobs with new names instead of colliding with the
+failed try's jobs. Submission, waiting and failure handling stay the provider's.
+
+This module imports the Amazon provider (boto3), so the DAG imports it only when
+``SAODF_TARGET=aws``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
+from airflow.providers.amazon.aws.operators.sagemaker import (
+    SageMakerTrainingOperator,
+    SageMakerTransformOperator,
+)
+
+_JOB_ARGUMENTS = (
+    "aws_conn_id",
+    "wait_for_completion",
+    "check_interval",
+    "max_ingestion_time",
+    "check_if_job_exists",
+    "action_if_job_exists",
+    "check_if_model_exists",
+    "action_if_model_exists",
+)
+
+
+def _apply(operator, kwargs: Mapping[str, Any]) -> None:
+    operator.config = kwargs["config"]
+    for name in _JOB_ARGUMENTS:
+        if name in kwargs:
+            setattr(operator, name, kwargs[name])
+
+
+def _skip_other_mode(kwargs, entry: Mapping[str, Any], group: str) -> None:
+    if kwargs is None:
+        from airflow.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(
+            f"group {group} forecasts with {entry['batch_mode']}: {entry['cost']['reason']}"
+        )
+
+
+def _training_names(trained) -> dict[str, str]:
+    return {item["group"]: item["training_job_name"] for item in trained or []}
+
+
+class PrepareGlueJobOperator(GlueJobOperator):
+    """Run the preprocessing script as an AWS Glue job for the devices and range of a run."""
+
+    template_fields = (*GlueJobOperator.template_fields, "scope")
+
+    def __init__(self, *, scope, **kwargs):
+        super().__init__(update_config=True, **kwargs)
+        self.scope = scope
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_pipeline, pipeline
+
+        started = time.monotonic()
+        kwargs = aws_pipeline.glue_kwargs(self.scope)
+        self.job_name = kwargs["job_name"]
+        self.job_desc = kwargs["job_desc"]
+        self.script_location = kwargs["script_location"]
+        self.iam_role_arn = kwargs["iam_role_arn"]
+        self.script_args = kwargs["script_args"]
+        self.create_job_kwargs = kwargs["create_job_kwargs"]
+        self.aws_conn_id = kwargs["aws_conn_id"]
+        job_run_id = super().execute(context)
+        return {
+            "job_name": self.job_name,
+            "job_run_id": job_run_id,
+            "prepared_url": pipeline.urls(pipeline.get_settings(), self.scope["run_key"])[
+                "prepared"
+            ],
+            "seconds": time.monotonic() - started,
+        }
+
+
+class DeepARTrainingOperator(SageMakerTrainingOperator):
+    """Train one group's DeepAR with SageMaker managed Spot training."""
+
+    template_fields = (*SageMakerTrainingOperator.template_fields, "scope", "group")
+
+    def __init__(self, *, scope, group, **kwargs):
+        super().__init__(config={}, **kwargs)
+        self.scope = scope
+        self.group = group
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_pipeline
+
+        started = time.monotonic()
+        try_number = context["ti"].try_number
+        kwargs, _ = aws_pipeline.group_job_kwargs(self.scope, "training", self.group, try_number)
+        _apply(self, kwargs)
+        super().execute(context)
+        return {
+            "group": self.group,
+            "training_job_name": self.config["TrainingJobName"],
+            "try_number": try_number,
+            "seconds": time.monotonic() - started,
+        }
+
+
+class DeepARTransformOperator(SageMakerTransformOperator):
+    """Forecast one group with a SageMaker batch transform job of its trained model."""
+
+    template_fields = (*SageMakerTransformOperator.template_fields, "scope", "group", "trained")
+
+    def __init__(self, *, scope, group, trained, **kwargs):
+        super().__init__(config={}, **kwargs)
+        self.scope = scope
+        self.group = group
+        self.trained = trained
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_pipeline
+
+        started = time.monotonic()
+        kwargs, entry = aws_pipeline.group_job_kwargs(
+            self.scope,
+            "transform",
+            self.group,
+            context["ti"].try_number,
+            training_job_names=_training_names(self.trained),
+        )
+        _skip_other_mode(kwargs, entry, self.group)
+        _apply(self, kwargs)
+        super().execute(context)
+        name = self.config["Transform"]["TransformJobName"]
+        return {
+            "group": self.group,
+            "mode": "transform",
+            "job_name": name,
+            "model_name": self.config["Model"]["ModelName"],
+            "output": aws_pipeline.inference_output_url(entry, "transform", name),
+            "seconds": time.monotonic() - started,
+        }
+
+
+class SpotInferenceOperator(SageMakerTrainingOperator):
+    """Forecast one group with a managed Spot training job that runs DeepAR inference."""
+
+    template_fields = (*SageMakerTrainingOperator.template_fields, "scope", "group", "trained")
+
+    def __init__(self, *, scope, group, trained, **kwargs):
+        super().__init__(config={}, **kwargs)
+        self.scope = scope
+        self.group = group
+        self.trained = trained
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_pipeline
+
+        started = time.monotonic()
+        names = _training_names(self.trained)
+        kwargs, entry = aws_pipeline.group_job_kwargs(
+            self.scope,
+            "spot_inference",
+            self.group,
+            context["ti"].try_number,
+            training_job_names=names,
+        )
+        _skip_other_mode(kwargs, entry, self.group)
+        _apply(self, kwargs)
+        super().execute(context)
+        name = self.config["TrainingJobName"]
+        return {
+            "group": self.group,
+            "mode": "spot_training",
+            "job_name": name,
+            "model_name": names.get(self.group, entry["inference_model_from"]),
+            "output": aws_pipeline.inference_output_url(entry, "spot_training", name),
+            "seconds": time.monotonic() - started,
+        }

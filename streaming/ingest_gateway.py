@@ -470,12 +470,12 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 return False
             return True
 
-        def _not_allowed(self) -> None:
-            self._route_allows()
-
-        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
-
-        do_HEAD = _not_allowed
+        def __getattr__(self, name: str) -> Any:
+            # BaseHTTPRequestHandler answers 501 to a method without a do_<METHOD>. Every
+            # such method, standard or not, gets 405 on a known path and 404 elsewhere.
+            if name.startswith("do_"):
+                return self._route_allows
+            raise AttributeError(name)
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             if not self._route_allows():

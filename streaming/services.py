@@ -122,14 +122,8 @@ def _python_spec(
     return spec
 
 
-def ingest_service_specs(
-    settings: Settings, config: IngestConfig | None = None
-) -> list[ServiceSpec]:
-    """Return the specs of mosquitto, the ingest gateway, the SQS drain and the MQTT bridge.
-
-    The order is the start order: the bridge needs mosquitto, and the gateway and the
-    drain need the Kafka broker and moto, which the stack starts before them.
-    """
+def ingest_gateway_spec(settings: Settings, config: IngestConfig | None = None) -> ServiceSpec:
+    """Return the spec of the ingest gateway process on ``config.http_port``."""
     config = config or IngestConfig.from_env()
     port = config.http_port
     gateway = _python_spec(
@@ -141,6 +135,19 @@ def ingest_service_specs(
         health=lambda: http_ok(f"http://{settings.host}:{port}/health"),
     )
     gateway.port_env_var = "SAODF_INGEST_PORT"
+    return gateway
+
+
+def ingest_service_specs(
+    settings: Settings, config: IngestConfig | None = None
+) -> list[ServiceSpec]:
+    """Return the specs of mosquitto, the ingest gateway, the SQS drain and the MQTT bridge.
+
+    The order is the start order: the bridge needs mosquitto, and the gateway and the
+    drain need the Kafka broker and moto, which the stack starts before them.
+    """
+    config = config or IngestConfig.from_env()
+    gateway = ingest_gateway_spec(settings, config)
     drain = _python_spec(settings, config, "sqs-drain", "streaming.sqs_drain")
     bridge = _python_spec(settings, config, "mqtt-bridge", "streaming.mqtt_bridge")
     return [mosquitto_spec(settings, config), gateway, drain, bridge]

@@ -26,8 +26,6 @@ from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStr
 from airflow.triggers.base import TriggerEvent
 from airflow.triggers.shared_stream import reject_shared_stream_event
 
-from saodf.telemetry import DEVICE_ID_PATTERN
-
 logger = logging.getLogger(__name__)
 
 WINDOW_EVENT_FIELDS = ("window_id", "devices", "start", "end", "message_count")
@@ -51,6 +49,10 @@ def parse_window_event(raw: Any) -> dict[str, Any]:
         raise ValueError(f"window event {window_id!r}: devices {devices!r} is not a list")
     if not devices:
         raise ValueError(f"window event {window_id!r} lists no devices")
+    # Imported here, because the DAG file imports this module at parse time and the message
+    # contract is needed only when an event arrives.
+    from saodf.telemetry import DEVICE_ID_PATTERN
+
     bad = [d for d in devices if not isinstance(d, str) or not DEVICE_ID_PATTERN.match(d)]
     if bad:
         raise ValueError(f"window event {window_id!r}: invalid device ids {bad[:5]!r}")

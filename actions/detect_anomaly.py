@@ -1,12 +1,13 @@
 """OpenWhisk action ``detect_anomaly``: flag telemetry readings by streaming z-score and forecast band.
 
 Per device and metric, Redis keeps an exponentially weighted moving average (EWMA) of the
-mean and variance in ``saodf:anomaly:{device_id}:{metric}``. A Lua script scores each
-value against the state before the value and then updates it, atomically, so concurrent
-activations of the action never lose an update. A reading is anomalous when, after
-``warmup`` values of a metric, ``|z|`` exceeds ``threshold`` for any metric. A flagged
-value updates the state with ``alpha * flagged_weight`` so that a spike barely shifts the
-baseline, while a lasting level change is still absorbed over time.
+mean and variance in ``saodf:anomaly:{device_id}:{metric}``. One Lua script call scores up
+to ``MAX_UPDATES_PER_CALL`` metric values of a batch, each against the state before it, and
+updates the state atomically, so concurrent activations of the action never lose an update.
+A reading is anomalous when, after ``warmup`` values of a metric, ``|z|`` exceeds
+``threshold`` for any metric. A flagged value updates the state with
+``alpha * flagged_weight`` so that a spike barely shifts the baseline, while a lasting level
+change is still absorbed over time.
 
 When the device's cached forecast covers the reading's timestamp, the value of the
 forecast metric is also checked against the [0.1, 0.9] quantile band, widened around
@@ -28,15 +29,18 @@ first ``warmup`` values of each metric in the outage are not flagged.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from actions.cache import REDIS_UNAVAILABLE_ERRORS, CacheError, DevicePointer, ForecastCache
 from actions.fallback import DegradedLog, EwmaState
+from saodf.config import Settings
 from saodf.errors import InvalidTelemetryError, SaodfError
 from saodf.telemetry import metric_names, parse_timestamp, validate_message
 from saodf.tenants import Tenant, runtime_settings, settings_tenant
@@ -45,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY_PREFIX = "saodf:anomaly:"
 MAX_READINGS = 500
+# Metric updates per call of the update script. Redis runs one script at a time, so a bound
+# keeps other clients (forecast lookups) waiting for at most one chunk.
+MAX_UPDATES_PER_CALL = 1000
 
 # Defaults from a grid search on SKAB valve1 (16 experiments, one device each, 1 s readings,
 # labels from its ``anomaly`` column, tuned and scored on the same data): point precision
@@ -61,42 +68,50 @@ DEFAULTS: dict[str, float] = {
     "state_ttl_seconds": 7 * 24 * 3600,
 }
 
-# KEYS[1] state hash; ARGV: value, alpha, warmup, threshold, flagged_weight, ttl seconds.
-# Returns {count before this value, z as a string}. The weight is at least 1 / (n + 1), so the
-# first values give their plain mean and variance instead of a bias towards the first one. The
-# standard deviation has a floor of 1e-3 * |mean| + 1e-9, so a metric that was constant so far
-# gives a finite z.
-_UPDATE_SCRIPT = """
-local state = redis.call('HMGET', KEYS[1], 'n', 'mean', 'var')
-local x = tonumber(ARGV[1])
-local alpha = tonumber(ARGV[2])
-local warmup = tonumber(ARGV[3])
-local threshold = tonumber(ARGV[4])
-local flagged_weight = tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
-local n = tonumber(state[1]) or 0
-local mean = tonumber(state[2])
-local var = tonumber(state[3]) or 0
-local z = 0
-if mean == nil then
-  mean = x
-  var = 0
-else
-  local sd = math.sqrt(var)
-  local floor = 1e-3 * math.abs(mean) + 1e-9
-  if sd < floor then sd = floor end
-  z = (x - mean) / sd
-  local weight = math.max(alpha, 1 / (n + 1))
-  if n >= warmup and math.abs(z) > threshold then weight = alpha * flagged_weight end
-  local diff = x - mean
-  local increment = weight * diff
-  mean = mean + increment
-  var = (1 - weight) * (var + diff * increment)
+# KEYS: one state hash per update, in reading order; a key may repeat. ARGV: alpha, warmup,
+# threshold, flagged_weight, ttl seconds, then one value per key. Returns one string of
+# space-separated "count z" pairs in key order, where count is the number of values before
+# this one: one bulk reply parses far faster in redis-py than an array of thousands of
+# elements. Each value is scored against the state before it, which includes the earlier
+# updates of the same call when a key repeats. The weight is at least 1 / (n + 1), so the first values
+# give their plain mean and variance instead of a bias towards the first one. The standard
+# deviation has a floor of 1e-3 * |mean| + 1e-9, so a metric that was constant so far gives
+# a finite z.
+_BATCH_UPDATE_SCRIPT = """
+local alpha = tonumber(ARGV[1])
+local warmup = tonumber(ARGV[2])
+local threshold = tonumber(ARGV[3])
+local flagged_weight = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local replies = {}
+for i, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 'n', 'mean', 'var')
+  local x = tonumber(ARGV[5 + i])
+  local n = tonumber(state[1]) or 0
+  local mean = tonumber(state[2])
+  local var = tonumber(state[3]) or 0
+  local z = 0
+  if mean == nil then
+    mean = x
+    var = 0
+  else
+    local sd = math.sqrt(var)
+    local floor = 1e-3 * math.abs(mean) + 1e-9
+    if sd < floor then sd = floor end
+    z = (x - mean) / sd
+    local weight = math.max(alpha, 1 / (n + 1))
+    if n >= warmup and math.abs(z) > threshold then weight = alpha * flagged_weight end
+    local diff = x - mean
+    local increment = weight * diff
+    mean = mean + increment
+    var = (1 - weight) * (var + diff * increment)
+  end
+  redis.call('HSET', key, 'n', n + 1, 'mean', string.format('%.17g', mean),
+    'var', string.format('%.17g', var))
+  redis.call('EXPIRE', key, ttl)
+  replies[i] = string.format('%d %.17g', n, z)
 end
-redis.call('HSET', KEYS[1], 'n', n + 1, 'mean', string.format('%.17g', mean),
-  'var', string.format('%.17g', var))
-redis.call('EXPIRE', KEYS[1], ttl)
-return {n, string.format('%.17g', z)}
+return table.concat(replies, ' ')
 """
 
 
@@ -159,17 +174,45 @@ class ForecastBands:
         self.band_factor = band_factor
         self._entries: dict[str, tuple[DevicePointer, dict[str, Any]] | None] = {}
 
-    def _entry(self, device_id: str) -> tuple[DevicePointer, dict[str, Any]] | None:
-        if device_id not in self._entries:
-            entry = None
+    def prefetch(self, device_ids: list[str]) -> None:
+        """Read the pointers and forecasts of ``device_ids`` in two pipelined round trips.
+
+        A malformed pointer leaves that device without a band and logs a warning.
+
+        Raises:
+            redis.RedisError: Redis failed or cannot be reached.
+        """
+        missing = [
+            device_id for device_id in dict.fromkeys(device_ids) if device_id not in self._entries
+        ]
+        if not missing:
+            return
+        pipe = self.cache.client.pipeline(transaction=False)
+        for device_id in missing:
+            pipe.hgetall(self.cache.device_key(device_id))
+        pointers: dict[str, DevicePointer] = {}
+        for device_id, fields in zip(missing, pipe.execute(), strict=True):
+            self._entries[device_id] = None
+            if not fields:
+                continue
             try:
-                pointer = self.cache.pointer(device_id)
-                forecast = self.cache.peek(pointer) if pointer is not None else None
-                if pointer is not None and forecast is not None:
-                    entry = (pointer, forecast)
+                pointer = DevicePointer.from_hash(fields)
             except CacheError as exc:
                 logger.warning("forecast band of device %s unavailable: %s", device_id, exc)
-            self._entries[device_id] = entry
+                continue
+            pointers[device_id] = replace(pointer, key_prefix=self.cache.key_prefix)
+        if not pointers:
+            return
+        pipe = self.cache.client.pipeline(transaction=False)
+        for pointer in pointers.values():
+            pipe.get(self.cache.forecast_key(pointer))
+        for (device_id, pointer), raw in zip(pointers.items(), pipe.execute(), strict=True):
+            if raw is not None:
+                self._entries[device_id] = (pointer, json.loads(raw))
+
+    def _entry(self, device_id: str) -> tuple[DevicePointer, dict[str, Any]] | None:
+        if device_id not in self._entries:
+            self.prefetch([device_id])
         return self._entries[device_id]
 
     def check(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -265,23 +308,34 @@ def _validate(
 def _score_in_redis(
     cache: ForecastCache, valid: Scored, params: dict[str, float], namespace: str
 ) -> list[tuple[int, float]]:
-    script = cache.client.register_script(_UPDATE_SCRIPT)
-    pipe = cache.client.pipeline(transaction=False)
-    for _, message, metrics in valid:
-        for metric in metrics:
-            script(
-                keys=[cache.key(state_key(message["device_id"], metric, namespace))],
-                args=[
-                    repr(message[metric]),
-                    params["alpha"],
-                    int(params["warmup"]),
-                    params["threshold"],
-                    params["flagged_weight"],
-                    int(params["state_ttl_seconds"]),
-                ],
-                client=pipe,
-            )
-    return [(int(count), float(z_text)) for count, z_text in pipe.execute()]
+    keys = [
+        cache.key(state_key(message["device_id"], metric, namespace))
+        for _, message, metrics in valid
+        for metric in metrics
+    ]
+    values = [repr(message[metric]) for _, message, metrics in valid for metric in metrics]
+    if not keys:
+        return []
+    settings_args = [
+        params["alpha"],
+        int(params["warmup"]),
+        params["threshold"],
+        params["flagged_weight"],
+        int(params["state_ttl_seconds"]),
+    ]
+    # Direct calls rather than a pipeline: redis-py sends SCRIPT EXISTS before every pipeline
+    # that runs a script, one more round trip than EVALSHA alone for the usual single chunk.
+    script = cache.client.register_script(_BATCH_UPDATE_SCRIPT)
+    replies: list[tuple[int, float]] = []
+    for first in range(0, len(keys), MAX_UPDATES_PER_CALL):
+        last = first + MAX_UPDATES_PER_CALL
+        reply = script(keys=keys[first:last], args=settings_args + values[first:last])
+        fields = (reply.decode() if isinstance(reply, bytes) else reply).split(" ")
+        replies.extend(
+            (int(count), float(z_text))
+            for count, z_text in zip(fields[::2], fields[1::2], strict=True)
+        )
+    return replies
 
 
 def _score_in_process(
@@ -370,6 +424,7 @@ def detect(
     results, valid = _validate(readings, tenant)
     replies = _score_in_redis(cache, valid, params, namespace)
     bands = ForecastBands(cache, forecast_metric, params["band_factor"])
+    bands.prefetch([message["device_id"] for _, message, _ in valid])
     return _assemble(results, valid, replies, params, bands)
 
 
@@ -387,54 +442,90 @@ def detect_in_process(
     return _assemble(results, valid, replies, params, None)
 
 
-def main(args: dict[str, Any]) -> dict[str, Any]:
-    """Run the OpenWhisk action: score ``reading`` or up to 500 ``readings``."""
-    namespace = os.environ.get("__OW_NAMESPACE", "")
-    degraded = False
-    try:
-        tenant = settings_tenant(runtime_settings())
+class Detector:
+    """Scorer of activations that keeps one Redis client and the fallback state between them.
+
+    The action's ``main`` uses one per runtime process. The stream consumer uses one in its
+    own process, so both score with the same code and state keys.
+    """
+
+    def __init__(self, settings: Settings | None = None):
+        # None: the runtime's settings (scoped by SAODF_TENANT), read when first needed.
+        self.settings = settings
+        self._cache: ForecastCache | None = None
+        self.state = EwmaState()
+        self.degraded_log = DegradedLog("detect_anomaly")
+
+    def cache(self) -> ForecastCache:
+        """Return the Redis cache client, built on first use so that its pool stays warm."""
+        if self._cache is None:
+            settings = self.settings or runtime_settings()
+            self._cache = ForecastCache.from_settings(settings, timeout=REDIS_TIMEOUT_SECONDS)
+        return self._cache
+
+    def run(
+        self,
+        args: dict[str, Any],
+        namespace: str = "",
+        tenant: Tenant | None = None,
+        activation_id: str = "",
+    ) -> dict[str, Any]:
+        """Score ``args["reading"]`` or ``args["readings"]`` and return the action's reply.
+
+        When Redis cannot be reached, scores with the in-process state and marks the reply
+        degraded.
+
+        Raises:
+            SaodfError: a parameter or the input is invalid.
+        """
         params = _parameters(args)
         readings = _readings(args)
         forecast_metric = args.get("forecast_metric")
         if forecast_metric is not None and not isinstance(forecast_metric, str):
             raise DetectorConfigError(f"forecast_metric={forecast_metric!r} is not a string")
+        degraded = False
         try:
-            results = detect(readings, _cache(), params, forecast_metric, namespace, tenant)
-            _DEGRADED.recovered()
+            results = detect(readings, self.cache(), params, forecast_metric, namespace, tenant)
+            self.degraded_log.recovered()
         except REDIS_UNAVAILABLE_ERRORS as exc:
-            _DEGRADED.degraded(os.environ.get("__OW_ACTIVATION_ID", ""), exc)
-            results = detect_in_process(readings, _STATE, params, namespace, tenant)
+            self.degraded_log.degraded(activation_id, exc)
+            results = detect_in_process(readings, self.state, params, namespace, tenant)
             degraded = True
+        anomalies = sum(1 for result in results if result["anomalous"])
+        invalid = sum(1 for result in results if not result["valid"])
+        reply = {
+            "results": results,
+            "count": len(results),
+            "anomalies": anomalies,
+            "invalid": invalid,
+        }
+        if degraded:
+            reply["degraded"] = True
+            reply["cache"] = "unavailable"
+            reply["degraded_count"] = self.degraded_log.count
+        return reply
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    """Run the OpenWhisk action: score ``reading`` or up to 500 ``readings``."""
+    try:
+        tenant = settings_tenant(runtime_settings())
+        return _DETECTOR.run(
+            args,
+            namespace=os.environ.get("__OW_NAMESPACE", ""),
+            tenant=tenant,
+            activation_id=os.environ.get("__OW_ACTIVATION_ID", ""),
+        )
     except SaodfError as exc:
         return {"error": str(exc)}
-    anomalies = sum(1 for result in results if result["anomalous"])
-    invalid = sum(1 for result in results if not result["valid"])
-    reply = {"results": results, "count": len(results), "anomalies": anomalies, "invalid": invalid}
-    if degraded:
-        reply["degraded"] = True
-        reply["cache"] = "unavailable"
-        reply["degraded_count"] = _DEGRADED.count
-    return reply
 
 
 # Redis timeouts of the action's client: a hung Redis costs a batch at most this long.
 REDIS_TIMEOUT_SECONDS = 2.0
-_CACHE: ForecastCache | None = None
-_STATE = EwmaState()
-_DEGRADED = DegradedLog("detect_anomaly")
-
-
-def _cache() -> ForecastCache:
-    # One client per runtime process: the connection pool stays warm between activations.
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = ForecastCache.from_settings(runtime_settings(), timeout=REDIS_TIMEOUT_SECONDS)
-    return _CACHE
+_DETECTOR = Detector()
 
 
 def reset_cache() -> None:
     """Drop the process-wide Redis client and in-process state, so the next activation starts afresh."""
-    global _CACHE, _STATE, _DEGRADED
-    _CACHE = None
-    _STATE = EwmaState()
-    _DEGRADED = DegradedLog("detect_anomaly")
+    global _DETECTOR
+    _DETECTOR = Detector()

@@ -164,3 +164,116 @@ def test_in_process_matches_redis(cache):
     assert [r["z_scores"] for r in in_process] == [r["z_scores"] for r in in_redis]
     assert [r["anomalous"] for r in in_process] == [r["anomalous"] for r in in_redis]
     assert all(r["degraded"] for r in in_process)
+
+
+def _fleet(devices: int, seconds: int) -> list[dict]:
+    return [
+        {
+            "device_id": f"fleet-{device}",
+            "timestamp": format_timestamp(START + timedelta(seconds=second)),
+            "temperature": 50.0 + (second * 7 + device) % 5 + (40.0 if second == 25 else 0.0),
+            "vibration": 0.5 + ((second + device) % 3) * 0.01,
+        }
+        for second in range(seconds)
+        for device in range(devices)
+    ]
+
+
+def _one_at_a_time(readings: list[dict], cache: ForecastCache, namespace: str) -> list[dict]:
+    results = []
+    for index, reading in enumerate(readings):
+        (result,) = detect([reading], cache, PARAMS, namespace=namespace)
+        results.append({**result, "index": index})
+    return results
+
+
+def test_batch_matches_single_calls(cache):
+    readings = _fleet(devices=3, seconds=30)
+    namespace = uuid.uuid4().hex[:8]
+    batched = detect(readings, cache, PARAMS, namespace=f"b{namespace}")
+    single = _one_at_a_time(readings, cache, f"s{namespace}")
+    assert batched == single
+    assert sum(result["anomalous"] for result in batched) == 3
+
+
+def test_batch_over_chunk_size_matches(cache):
+    readings = _fleet(devices=2, seconds=300)
+    assert 2 * len(readings) > detect_anomaly.MAX_UPDATES_PER_CALL
+    namespace = uuid.uuid4().hex[:8]
+    batched = []
+    for first in range(0, len(readings), MAX_READINGS):
+        part = detect(readings[first : first + MAX_READINGS], cache, PARAMS, f"b{namespace}")
+        batched += [{**r, "index": r["index"] + first} for r in part]
+    single = _one_at_a_time(readings, cache, f"s{namespace}")
+    assert [r["z_scores"] for r in batched] == [r["z_scores"] for r in single]
+    assert [r["anomalous"] for r in batched] == [r["anomalous"] for r in single]
+
+
+def test_batch_state_keys_expire(cache):
+    device_id = _device()
+    detect(_readings(device_id, _normal(3)), cache, dict(PARAMS, state_ttl_seconds=600))
+    ttl = cache.client.ttl(detect_anomaly.state_key(device_id, "temperature"))
+    assert 0 < ttl <= 600
+
+
+def test_batch_invalid_reading_keeps_order(cache):
+    device_id = _device()
+    readings = _readings(device_id, [50.0, 51.0])
+    readings.insert(1, {"device_id": device_id, "temperature": 1.0})
+    results = detect(readings, cache, PARAMS)
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert [r["valid"] for r in results] == [True, False, True]
+    # The state holds only 50.0, so the deviation floor is 1e-3 * 50 and z = 1 / 0.05.
+    assert results[2]["z_scores"]["temperature"] == 20.0
+
+
+def _band_pointer(device_id: str) -> DevicePointer:
+    return DevicePointer(
+        device_id=device_id,
+        model_name="m",
+        model_version="4",
+        forecast_start=START.isoformat(),
+        freq="5min",
+        horizon=3,
+        group="5min",
+        context_url="file:///unused.jsonl",
+        context_line=0,
+        volatility=DYNAMIC,
+        metric="temperature",
+    )
+
+
+def test_bands_prefetched_per_device(cache):
+    forecast = {"mean": [50.0] * 3, "quantiles": {"0.1": [49.0] * 3, "0.9": [51.0] * 3}}
+    covered, malformed, uncovered = _device(), _device(), _device()
+    cache.put(_band_pointer(covered), forecast)
+    cache.client.hset(cache.device_key(malformed), mapping={"device_id": malformed})
+    readings = [_readings(device_id, [55.0])[0] for device_id in (covered, malformed, uncovered)]
+    results = detect(readings, cache, PARAMS)
+    assert results[0]["anomalous"] is True
+    assert "of model version 4" in results[0]["reason"]
+    assert results[1]["anomalous"] is False
+    assert results[2]["anomalous"] is False
+
+
+def test_bands_prefetch_reads_once(cache):
+    bands = detect_anomaly.ForecastBands(cache, None, 1.5)
+    device_id = _device()
+    bands.prefetch([device_id, device_id])
+    forecast = {"mean": [1.5] * 3, "quantiles": {"0.1": [1.0] * 3, "0.9": [2.0] * 3}}
+    cache.put(_band_pointer(device_id), forecast)
+    bands.prefetch([device_id])
+    assert bands.check(_readings(device_id, [55.0])[0]) is None
+
+
+def test_detector_run_reply(cache):
+    detector = detect_anomaly.Detector()
+    reply = detector.run({"readings": _readings(_device(), [*_normal(40), 105.0]), "warmup": 20})
+    assert reply["count"] == 41
+    assert reply["anomalies"] == 1
+    assert "degraded" not in reply
+
+
+def test_detector_run_rejects_bad_param(cache):
+    with pytest.raises(detect_anomaly.DetectorConfigError, match="alpha=2.0 must be in"):
+        detect_anomaly.Detector().run({"reading": {}, "alpha": 2})

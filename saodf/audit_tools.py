@@ -1,7 +1,9 @@
 """Verify the audit logs and scan them for unauthorized access.
 
-The action gateway writes ``SAODF_HOME/logs/audit.jsonl`` and the ingest gateway
-``SAODF_HOME/logs/ingest_audit.jsonl``; both are hash-chained (see :mod:`actions.audit`).
+The action gateway writes ``SAODF_HOME/logs/audit.jsonl``, the ingest gateway
+``ingest_audit.jsonl``, the MQTT bridge ``mqtt_audit.jsonl`` and each tenant lake writer
+process ``lake_audit-<consumer id>.jsonl`` there. All are hash-chained (see
+:mod:`actions.audit`).
 The detection rules read their records and raise one :class:`Alert` per rule, actor and
 time window:
 
@@ -44,7 +46,9 @@ from saodf.secrets import secrets_dir, write_json_secret
 
 logger = logging.getLogger(__name__)
 
-AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl", "admin_audit.jsonl")
+AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl", "mqtt_audit.jsonl", "admin_audit.jsonl")
+# Logs with one file per writer process.
+AUDIT_GLOBS = ("lake_audit-*.jsonl",)
 MALFORMED_STATUSES = frozenset({400, 411, 413})
 INGEST_PREFIX = "/v1/"
 REVOKED_KEYS_FILE = "revoked_keys.json"
@@ -115,7 +119,10 @@ class Record:
 def audit_paths(settings: Settings | None = None) -> list[Path]:
     """Return the audit logs of a home that exist."""
     settings = settings or get_settings()
-    return [settings.log_dir / name for name in AUDIT_FILES if (settings.log_dir / name).exists()]
+    paths = [settings.log_dir / name for name in AUDIT_FILES if (settings.log_dir / name).exists()]
+    for pattern in AUDIT_GLOBS:
+        paths += sorted(settings.log_dir.glob(pattern))
+    return paths
 
 
 def verify(paths: Iterable[Path], expected_last: dict[str, str] | None = None) -> dict[str, int]:

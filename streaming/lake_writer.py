@@ -15,7 +15,10 @@ Window events are at-least-once: the pipeline deduplicates them by ``window_id``
 Run for a tenant (settings from :func:`saodf.tenants.tenant_settings`, or
 ``--tenant NAME``), the writer consumes only the tenant's raw topic, writes only under the
 tenant's lake prefix, and sends its window events and dead letters to the tenant's topics.
-A message of a device outside the tenant is dead-lettered, never written.
+A message of a device outside the tenant is dead-lettered, never written, and audited as a
+``reject`` record in ``SAODF_HOME/logs/lake_audit-<consumer id>.jsonl``. Each writer process
+has its own file because two processes appending to one hash chain would interleave it.
+The record names a registered device by its id and any other id by its digest prefix.
 
 Run it with ``python -m streaming.lake_writer``; SIGTERM and SIGINT finish the current
 batch, announce the open window and commit before exiting.
@@ -29,6 +32,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -40,14 +44,18 @@ import orjson
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from actions.audit import AuditLog
+from saodf.audit_tools import secret_digest
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.lake import RAW_SCHEMA, raw_file_name, raw_partition_url, write_parquet_atomic
 from saodf.log import configure_logging
 from saodf.telemetry import DEVICE_ID_PATTERN, decode_message, metric_names, parse_timestamp
-from saodf.tenants import settings_tenant, tenant_settings
+from saodf.tenants import TenantRegistry, settings_tenant, tenant_settings
 from streaming.dlq import send_to_dlq
 from streaming.ingest_config import with_name_overrides
+from streaming.ingest_gateway import KnownDevices, redacted_device_id
+from streaming.ingest_router import SOURCE_HEADER
 from streaming.kafka import (
     DeliveryTracker,
     consumer_config,
@@ -62,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "saodf-lake-writer"
 DLQ_SOURCE = "lake_writer"
+AUDIT_PREFIX = "lake_audit-"
 
 
 @dataclass
@@ -150,6 +159,17 @@ def state_path(settings: Settings, group_id: str) -> Path:
     return settings.run_dir / "lake_writer" / f"{safe}.json"
 
 
+def audit_path(settings: Settings, consumer_id: str) -> Path:
+    """Return the audit log of the writer process whose consumer id is ``consumer_id``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", consumer_id)
+    return settings.log_dir / f"{AUDIT_PREFIX}{safe}.jsonl"
+
+
+def default_consumer_id(group_id: str) -> str:
+    """Return ``<group>-<host>-<pid>``, unique to this process among the group's members."""
+    return f"{group_id}-{socket.gethostname()}-{os.getpid()}"
+
+
 class LakeWriter:
     """Consume ``settings.topic_raw`` in a consumer group and write it to the raw zone."""
 
@@ -159,11 +179,15 @@ class LakeWriter:
         group_id: str = DEFAULT_GROUP_ID,
         batch_size: int = 1000,
         poll_timeout: float = 1.0,
+        consumer_id: str | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; use 1 or more")
         self.settings = settings or get_settings()
         self.group_id = group_id
+        # The Kafka client id, and the name of this process's audit log. One process at a
+        # time may use an id, or the audit log's hash chain breaks.
+        self.consumer_id = consumer_id or default_consumer_id(group_id)
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.topic = self.settings.topic_raw
@@ -178,6 +202,9 @@ class LakeWriter:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._tracker = DeliveryTracker()
+        self.audit = AuditLog(audit_path(self.settings, self.consumer_id))
+        self._registry = TenantRegistry(self.settings)
+        self._known = KnownDevices(self.settings, self._registry)
 
     # Lifecycle
 
@@ -190,7 +217,9 @@ class LakeWriter:
             [self.topic, self.settings.topic_windows, self.settings.topic_dlq],
         )
         self._producer = Producer(producer_config(self.settings, role="lake-writer"))
-        self._consumer = Consumer(consumer_config(self.settings, self.group_id))
+        self._consumer = Consumer(
+            consumer_config(self.settings, self.group_id, **{"client.id": self.consumer_id})
+        )
         self._consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -198,8 +227,9 @@ class LakeWriter:
             on_lost=self._on_lost,
         )
         logger.info(
-            "lake writer started: group %s, topic %s, lake %s, tenant %s",
+            "lake writer started: group %s, consumer %s, topic %s, lake %s, tenant %s",
             self.group_id,
+            self.consumer_id,
             self.topic,
             self.settings.lake_url,
             self.tenant.name if self.tenant is not None else "-",
@@ -317,18 +347,7 @@ class LakeWriter:
                     raise InvalidTelemetryError("message has no payload (null value)")
                 decoded = decode_message(message.value())
                 if self.tenant is not None and not self.tenant.owns_device(decoded["device_id"]):
-                    logger.warning(
-                        "message %s[%d]@%d of device %s is not tenant %s's; dead-lettering it",
-                        message.topic(),
-                        partition,
-                        offset,
-                        decoded["device_id"],
-                        self.tenant.name,
-                    )
-                    raise InvalidTelemetryError(
-                        f"device_id {decoded['device_id']!r} is not a device of tenant "
-                        f"{self.tenant.name!r}; its topic takes only ids {self.tenant.name}.*"
-                    )
+                    raise InvalidTelemetryError(self._reject_foreign(message, decoded["device_id"]))
             except InvalidTelemetryError as exc:
                 self._dead_letter(message, exc.reason)
                 self.window.add(partition, offset, now)
@@ -364,6 +383,49 @@ class LakeWriter:
                 )
                 self._close_window()
                 return
+
+    def _reject_foreign(self, message: Message, device_id: str) -> str:
+        """Audit and log a message of a device outside the tenant; return the DLQ reason."""
+        assert self.tenant is not None
+        known = device_id in self._known
+        label = device_id if known else redacted_device_id(device_id)
+        reason = (
+            f"device_id {label!r} is not a device of tenant {self.tenant.name!r}; "
+            f"its topic takes only ids {self.tenant.name}.*"
+        )
+        source = dict(message.headers() or []).get(SOURCE_HEADER) or b""
+        target = self._registry.owner_namespace(device_id, self.settings.gateway_namespace)
+        fields: dict[str, Any] = {
+            "claimed_device_digest": secret_digest(device_id),
+            "target_namespace": target,
+        }
+        if known:
+            fields["claimed_device_id"] = device_id
+        self.audit.append(
+            "reject",
+            tenant=self.tenant.name,
+            namespace=self.tenant.namespace,
+            # The writer cannot tell who produced the message, only the topic it came from.
+            actor=f"topic:{message.topic()}",
+            action="lake_write",
+            resource=f"/devices/{label}",
+            outcome="rejected",
+            reason=reason,
+            client=f"kafka:{self.consumer_id}",
+            kafka_partition=message.partition(),
+            kafka_offset=message.offset(),
+            source=source.decode("utf-8", "replace"),
+            **fields,
+        )
+        logger.warning(
+            "message %s[%d]@%d of device %s is not tenant %s's; dead-lettering it",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            label,
+            self.tenant.name,
+        )
+        return reason
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         key = message.key()
@@ -562,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=1000, help="maximum messages per poll (default 1000)"
     )
     parser.add_argument(
+        "--consumer-id",
+        default=None,
+        help="Kafka client id, which also names the audit log (default GROUP-HOST-PID)",
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=None, help="stop after this many seconds"
     )
     parser.add_argument("--topic", default=None, help="raw topic (default telemetry.raw)")
@@ -597,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         # The tenant's prefix goes in front of any topic named above.
         settings = tenant_settings(args.tenant, settings)
         group_id = args.group_id or f"{DEFAULT_GROUP_ID}-{args.tenant}"
-    writer = LakeWriter(settings, group_id=group_id, batch_size=args.batch_size)
+    writer = LakeWriter(
+        settings, group_id=group_id, batch_size=args.batch_size, consumer_id=args.consumer_id
+    )
     writer.run(max_seconds=args.max_seconds, stop_event=stop_event)
     return 0
 

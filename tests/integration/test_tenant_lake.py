@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import uuid
 
 import orjson
 import pytest
 from confluent_kafka import Producer
 
+from saodf.audit_tools import audit_paths, scan, secret_digest, verify
 from saodf.lake import read_raw
-from saodf.tenants import tenant_settings
+from saodf.tenants import create_tenant, tenant_settings
 from streaming.dlq import read_dlq
 from streaming.kafka import ensure_topics, producer_config
-from streaming.lake_writer import LakeWriter
+from streaming.lake_writer import LakeWriter, audit_path
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +23,12 @@ OWN = [
     {"device_id": "acme.pump-1", "timestamp": f"2025-04-20T12:0{i}:00Z", "temperature": 20.0 + i}
     for i in range(3)
 ]
-# Ids of another tenant, of the default deployment, and ids that would leave the device folder.
-REJECTED = ["beta.pump-1", "pump-1", "../beta.pump-1", "%2e%2e", "/etc/passwd", "acme.x\x00"]
+# A secret-like id that matches the device id pattern, as a token sent as a device id would.
+SECRET_ID = "T" + secrets.token_urlsafe(32).replace("-", "x").replace("_", "y")
+# Ids of another tenant, of the default deployment, a secret, and ids that would leave the
+# device folder. The first three pass the message contract and are audited as foreign.
+FOREIGN = ["beta.pump-1", "pump-1", SECRET_ID]
+REJECTED = [*FOREIGN, "../beta.pump-1", "%2e%2e", "/etc/passwd", "acme.x\x00"]
 BASE_READING = {"device_id": "acme.pump-1", "timestamp": "2025-04-20T13:00:00Z", "temperature": 9}
 
 
@@ -47,16 +54,28 @@ def written(session_settings, kafka_bootstrap, tmp_path_factory):
         window_seconds=600.0,
     )
     acme = tenant_settings("acme", base)
+    # A registered tenant's device is named in audit records; unknown ids are not.
+    create_tenant("beta", devices=["pump-1"], settings=base)
     ensure_topics(base, [base.topic_raw])
     ensure_topics(acme, [acme.topic_raw])
     _produce(base, base.topic_raw, [BASE_READING])
     rejected = [{**OWN[0], "device_id": device_id} for device_id in REJECTED]
     _produce(acme, acme.topic_raw, OWN + rejected)
     total = len(OWN) + len(rejected)
-    stats = LakeWriter(acme, group_id=f"lw-{suffix}", batch_size=50).run(
-        max_seconds=60, max_messages=total
-    )
+    writer = LakeWriter(acme, group_id=f"lw-{suffix}", batch_size=50, consumer_id=f"c-{suffix}")
+    stats = writer.run(max_seconds=60, max_messages=total)
     return root, base, acme, stats
+
+
+def _audit_file(written):
+    _, _, acme, _ = written
+    paths = list(acme.log_dir.glob("lake_audit-*.jsonl"))
+    assert len(paths) == 1
+    return paths[0]
+
+
+def _audit_records(written):
+    return [json.loads(line) for line in _audit_file(written).read_text().splitlines()]
 
 
 def test_writer_consumes_tenant_topic(written):
@@ -113,3 +132,53 @@ def test_window_event_tenant_lake(written):
     _, _, acme, _ = written
     events = read_dlq(acme.with_overrides(topic_dlq=acme.topic_windows), limit=10)
     assert [event["lake_url"] for event in events] == [acme.lake_url]
+
+
+def test_foreign_devices_audited(written):
+    records = _audit_records(written)
+    assert [record["event"] for record in records] == ["reject"] * len(FOREIGN)
+    assert {record["claimed_device_digest"] for record in records} == {
+        secret_digest(device_id) for device_id in FOREIGN
+    }
+
+
+def test_audit_names_registered_device(written):
+    record = next(r for r in _audit_records(written) if r.get("claimed_device_id"))
+    fields = ("tenant", "action", "resource", "outcome", "target_namespace", "claimed_device_id")
+    assert {name: record[name] for name in fields} == {
+        "tenant": "acme",
+        "action": "lake_write",
+        "resource": "/devices/beta.pump-1",
+        "outcome": "rejected",
+        "target_namespace": "beta",
+        "claimed_device_id": "beta.pump-1",
+    }
+
+
+def test_secret_id_not_in_audit_or_dlq(written):
+    _, _, acme, _ = written
+    reasons = " | ".join(record["reason"] for record in read_dlq(acme, limit=50))
+    assert SECRET_ID not in _audit_file(written).read_text()
+    assert SECRET_ID not in reasons
+    assert f"sha256:{secret_digest(SECRET_ID)}" in reasons
+
+
+def test_audit_file_named_by_consumer(written):
+    _, _, acme, _ = written
+    consumer_id = _audit_records(written)[0]["client"].removeprefix("kafka:")
+    assert _audit_file(written) == audit_path(acme, consumer_id)
+
+
+def test_lake_audit_verified(written):
+    _, base, _, _ = written
+    path = _audit_file(written)
+    assert path in audit_paths(base)
+    assert verify(audit_paths(base))[str(path)] == len(FOREIGN)
+
+
+def test_lake_audit_cross_tenant_alert(written):
+    _, base, acme, _ = written
+    alerts = [alert for alert in scan(audit_paths(base)) if alert.rule == "cross_tenant"]
+    assert [(alert.actor, alert.count) for alert in alerts] == [
+        (f"topic:{acme.topic_raw}", len(FOREIGN))
+    ]

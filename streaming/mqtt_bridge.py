@@ -8,6 +8,12 @@ dead-lettered, so a bridge crash makes mosquitto deliver the message again inste
 losing it. A payload whose ``device_id`` differs from the topic's goes to the
 dead-letter queue like any other invalid reading.
 
+A tenant's device's readings go through the tenant's own router (see
+:class:`streaming.ingest_gateway.TenantRouters`), so they reach only the tenant's topics
+and queues. Every message is audited in ``SAODF_HOME/logs/mqtt_audit.jsonl`` as an
+``ingest`` record, and a reading that claims another device adds a ``reject`` record whose
+``target_namespace`` is that device's namespace, as at the HTTP gateway.
+
 Run it with ``python -m streaming.mqtt_bridge``.
 """
 
@@ -22,11 +28,17 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from actions.audit import AuditLog
 from saodf.config import Settings, get_settings
 from saodf.errors import ServiceError
 from saodf.log import configure_logging
 from streaming.ingest_config import IngestConfig, with_name_overrides
-from streaming.ingest_gateway import BatchTooLargeError, ingest_payload
+from streaming.ingest_gateway import (
+    BatchTooLargeError,
+    IngestAuditor,
+    TenantRouters,
+    ingest_payload,
+)
 from streaming.ingest_router import DeadLetter, DeadLetterError, IngestRouter
 from streaming.tokens import MQTT_BRIDGE_USER, mqtt_bridge_password
 
@@ -35,6 +47,9 @@ logger = logging.getLogger(__name__)
 TOPIC_FILTER = "devices/+/telemetry"
 CLIENT_ID = "saodf-mqtt-bridge"
 QUEUE_SIZE = 1000
+# Its own file: the HTTP gateway's process appends to ingest_audit.jsonl, and two processes
+# writing one hash chain would interleave their records.
+AUDIT_FILE = "mqtt_audit.jsonl"
 
 
 def topic_device(topic: str) -> str | None:
@@ -59,6 +74,9 @@ class MqttBridge:
         self.settings = settings
         self.config = config or IngestConfig()
         self.router = router or IngestRouter(settings, self.config)
+        self.routers = TenantRouters(settings, self.config, self.router)
+        self.audit = AuditLog(settings.log_dir / AUDIT_FILE)
+        self.auditor = IngestAuditor(settings, self.audit, self.routers.registry)
         self.workers = workers
         # A full queue blocks paho's network thread, which stops reading from the broker.
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=QUEUE_SIZE)
@@ -113,6 +131,7 @@ class MqttBridge:
         for thread in self._threads:
             thread.join(timeout=self.config.ack_timeout_s + 10)
         self._threads.clear()
+        self.routers.close()
         self.router.close()
         logger.info("MQTT bridge stopped after %d message(s)", self.handled)
 
@@ -153,13 +172,45 @@ class MqttBridge:
             letter = DeadLetter(payload, reason, "ingest-mqtt", {"topic": topic, "kind": "invalid"})
             self.router.dead_letter([letter])
             return
+        tenant, router = self.routers.for_device(device_id)
+        identity = {
+            "actor": device_id,
+            "device_id": device_id,
+            "tenant": tenant.name if tenant is not None else None,
+            "namespace": tenant.namespace if tenant is not None else None,
+            "action": "ingest",
+        }
+        # Mosquitto does not pass on the publisher's address, so the records name the transport.
+        request = {"method": "PUBLISH", "path": topic, "client": "mqtt", "transport": "mqtt"}
         try:
-            result = ingest_payload(self.router, payload, device_id, "mqtt", self.config.max_batch)
+            result = ingest_payload(router, payload, device_id, "mqtt", self.config.max_batch)
         except BatchTooLargeError as exc:
             extra = {"topic": topic, "device": device_id, "kind": "invalid"}
-            self.router.dead_letter([DeadLetter(payload, exc.reason, "ingest-mqtt", extra)])
+            router.dead_letter([DeadLetter(payload, exc.reason, "ingest-mqtt", extra)])
+            # 413 is what the HTTP gateway returns for the same body, so that the detection
+            # rules treat both transports alike.
+            self.audit.append(
+                "reject",
+                **request,
+                resource=topic,
+                http_status=413,
+                outcome="rejected",
+                reason=exc.reason,
+                **identity,
+            )
             return
         self.router.metrics.count_request("mqtt", 400 if result.invalid else 202)
+        self.auditor.audit_claimed(result, identity, **request)
+        self.audit.append(
+            "ingest",
+            **request,
+            resource=topic,
+            outcome="partly rejected" if result.invalid else "accepted",
+            readings=len(result.results),
+            invalid=result.invalid,
+            claimed_devices=len(result.claimed_devices),
+            **identity,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

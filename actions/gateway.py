@@ -10,12 +10,16 @@ Routes:
   activation id, and the record is available from the activations route when it ends.
 - ``GET /api/v1/namespaces/{ns}/activations/{id}``: a stored activation record.
 - ``GET /health``: liveness, without authentication.
+- ``GET /api/v1/openapi.json``: the OpenAPI 3 description of these routes
+  (``actions/openapi.json``), without authentication.
 - ``GET /metrics``: Prometheus text. It requires a namespace key like the API, because the
   counters name the namespaces and actions in use.
 
 Authentication is HTTP basic with the OpenWhisk key ``uuid:key`` of a namespace: 401 without
 or with wrong credentials, 403 for another namespace's path (``_`` is the caller's own
-namespace), 404 for an unknown action, 413 for a body over the size limit.
+namespace), 404 for an unknown action or route, 405 with ``Allow`` for a method the route
+does not serve, 400 for ``blocking`` or ``result`` values other than ``true`` and ``false``,
+and 413 for a body over the size limit.
 
 Each namespace gets its own :mod:`actions.runtime` processes of each action (see
 :mod:`actions.pool`), as OpenWhisk never shares a container between namespaces: module
@@ -61,6 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -93,6 +98,10 @@ MAX_STORED_ACTIVATIONS = 10_000
 # request lines up to 64 KiB.
 MAX_AUDIT_PATH_CHARS = 200
 NAMESPACES_PREFIX = "/api/v1/namespaces/"
+OPENAPI_PATH = "/api/v1/openapi.json"
+# Characters of a request method kept in audit records; longer ones are redacted.
+MAX_METHOD_CHARS = 16
+OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 ACTION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/actions/([A-Za-z0-9_.@-]+)$")
 ACTIVATION_ROUTE = re.compile(r"^/api/v1/namespaces/([^/]+)/activations/([0-9a-f]{32})$")
 
@@ -194,6 +203,7 @@ class Gateway:
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saodf-nonblocking")
         self.tenants = TenantRegistry(settings)
         self._cache = None
+        self._openapi: str | None = None
 
     def _keys_stamp(self) -> int | None:
         try:
@@ -425,6 +435,12 @@ class Gateway:
             logger.warning("cache statistics unavailable for /metrics: %s", exc)
             return None
 
+    def openapi_text(self) -> str:
+        """Return the OpenAPI description of the gateway's routes, read once."""
+        if self._openapi is None:
+            self._openapi = OPENAPI_FILE.read_text(encoding="utf-8")
+        return self._openapi
+
 
 def _device_ids(params: dict[str, Any]) -> list[str]:
     """Return the valid device ids of a call: ``device_id``, ``reading`` and ``readings``."""
@@ -452,6 +468,23 @@ def _device_fields(device_id: Any) -> dict[str, str]:
     return {"bad_device_id": repr(device_id)[:80]}
 
 
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """Return the HTTP methods that a path serves; () for a path that is no route."""
+    if path in ("/health", "/metrics", OPENAPI_PATH) or ACTIVATION_ROUTE.match(path):
+        return ("GET",)
+    if ACTION_ROUTE.match(path):
+        return ("POST",)
+    return ()
+
+
+def _query_flag(query: dict[str, list[str]], name: str) -> bool | None:
+    """Return a boolean query parameter (default false), or None when it is neither true nor false."""
+    value = query.get(name, ["false"])[0].lower()
+    if value not in ("true", "false"):
+        return None
+    return value == "true"
+
+
 def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -466,13 +499,21 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             logger.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: Any,
+            content_type: str = "application/json",
+            headers: dict[str, str] | None = None,
+        ) -> None:
             data = (
                 body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8")
             )
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             if status == HTTPStatus.UNAUTHORIZED:
                 self.send_header("WWW-Authenticate", 'Basic realm="saodf"')
             if status == HTTPStatus.SERVICE_UNAVAILABLE:
@@ -481,17 +522,25 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            self.wfile.write(data)
+            # A response to HEAD has the headers of the GET response and no body.
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
         def _reject(
-            self, status: int, reason: str, namespace: str | None = None, **fields: Any
+            self,
+            status: int,
+            reason: str,
+            namespace: str | None = None,
+            headers: dict[str, str] | None = None,
+            **fields: Any,
         ) -> None:
             gateway.metrics.reject(status)
             path = gateway.audit_path(urlsplit(self.path).path)
             client = self.client_address[0]
+            method = self.command if len(self.command) <= MAX_METHOD_CHARS else redact(self.command)
             gateway.audit.append(
                 "reject",
-                method=self.command,
+                method=method,
                 path=path,
                 client=client,
                 http_status=status,
@@ -505,13 +554,13 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             )
             logger.warning(
                 "%s %s from %s rejected with %d: %s",
-                self.command,
+                method,
                 path,
                 client,
                 status,
                 reason,
             )
-            self._send(status, {"error": reason, "code": uuid.uuid4().hex})
+            self._send(status, {"error": reason, "code": uuid.uuid4().hex}, headers=headers)
 
         def _authorize(self, path_namespace: str | None) -> tuple[str, str] | None:
             auth = gateway.authenticate(self.headers.get("Authorization"))
@@ -535,8 +584,34 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return None
             return auth.namespace, auth.subject
 
+        def _route_serves(self, path: str) -> bool:
+            """Reject with 404 or 405 unless the path's route serves this method."""
+            methods = allowed_methods(path)
+            # HEAD is served like GET, without the body (see _send).
+            if self.command in methods or (self.command == "HEAD" and "GET" in methods):
+                return True
+            if not methods:
+                self._reject(
+                    HTTPStatus.NOT_FOUND,
+                    f"The requested resource {gateway.audit_path(path)} does not exist.",
+                )
+                return False
+            method = self.command if len(self.command) <= MAX_METHOD_CHARS else redact(self.command)
+            self._reject(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"Method {method} is not allowed on {gateway.audit_path(path)}; use "
+                f"{' or '.join(methods)}.",
+                headers={"Allow": ", ".join(methods)},
+            )
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             path = urlsplit(self.path).path
+            if not self._route_serves(path):
+                return
+            if path == OPENAPI_PATH:
+                self._send(HTTPStatus.OK, gateway.openapi_text())
+                return
             if path == "/health":
                 self._send(HTTPStatus.OK, {"status": "ok", "actions": sorted(gateway.specs)})
                 return
@@ -558,12 +633,6 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
                 return
             match = ACTIVATION_ROUTE.match(path)
-            if match is None:
-                self._reject(
-                    HTTPStatus.NOT_FOUND,
-                    f"The requested resource {gateway.audit_path(path)} does not exist.",
-                )
-                return
             identity = self._authorize(match.group(1))
             if identity is None:
                 return
@@ -577,26 +646,26 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(HTTPStatus.OK, record)
 
+        do_HEAD = do_GET  # noqa: N815 - http.server naming
+
         def _method_not_allowed(self) -> None:
-            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-            self.send_header("Allow", "GET, POST")
-            data = json.dumps({"error": f"Method {self.command} is not allowed; use GET or POST."})
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data.encode("utf-8"))
+            self._route_serves(urlsplit(self.path).path)
 
         do_PUT = do_DELETE = do_PATCH = _method_not_allowed  # noqa: N815 - http.server naming
+        do_OPTIONS = do_TRACE = _method_not_allowed  # noqa: N815 - http.server naming
+
+        def __getattr__(self, name: str) -> Any:
+            # http.server responds to a method without a do_ handler with an HTML 501. Here any
+            # other method gets the JSON 405 (or 404) of the routes and an audit record instead.
+            if name.startswith("do_"):
+                return self._method_not_allowed
+            raise AttributeError(name)
 
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
             split = urlsplit(self.path)
-            match = ACTION_ROUTE.match(split.path)
-            if match is None:
-                self._reject(
-                    HTTPStatus.NOT_FOUND,
-                    f"The requested resource {gateway.audit_path(split.path)} does not exist.",
-                )
+            if not self._route_serves(split.path):
                 return
+            match = ACTION_ROUTE.match(split.path)
             identity = self._authorize(match.group(1))
             if identity is None:
                 return
@@ -631,8 +700,17 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             query = parse_qs(split.query)
-            blocking = query.get("blocking", ["false"])[0].lower() == "true"
-            result_only = query.get("result", ["false"])[0].lower() == "true"
+            blocking = _query_flag(query, "blocking")
+            result_only = _query_flag(query, "result")
+            if blocking is None or result_only is None:
+                self._reject(
+                    HTTPStatus.BAD_REQUEST,
+                    "The query parameters blocking and result must be true or false.",
+                    namespace=namespace,
+                    subject=subject,
+                    action=action,
+                )
+                return
             activation_id = uuid.uuid4().hex
             api_key = gateway.keys.get(namespace, "")
             accepted = {

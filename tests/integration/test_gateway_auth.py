@@ -183,6 +183,52 @@ def test_long_path_bounded(tenants):
     assert len(reply.json()["error"]) < 2 * MAX_AUDIT_PATH_CHARS
 
 
+def test_openapi_served_without_auth(tenants):
+    server, _, _ = tenants
+    reply = requests.get(f"{server.url}/api/v1/openapi.json", timeout=10)
+    document = reply.json()
+    assert reply.status_code == 200
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/namespaces/{namespace}/actions/{actionName}" in document["paths"]
+
+
+def test_head_health_without_body(tenants):
+    server, _, _ = tenants
+    reply = requests.head(f"{server.url}/health", timeout=10)
+    assert reply.status_code == 200
+    assert reply.content == b""
+    assert int(reply.headers["Content-Length"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/health", "GET"),
+        ("DELETE", "/metrics", "GET"),
+        ("OPTIONS", "/api/v1/openapi.json", "GET"),
+        ("GET", "/api/v1/namespaces/saodf/actions/counter", "POST"),
+        ("PUT", "/api/v1/namespaces/saodf/activations/" + "0" * 32, "GET"),
+    ],
+)
+def test_other_method_rejected_audited(tenants, method, path, allow):
+    server, _, _ = tenants
+    reply = requests.request(method, f"{server.url}{path}", timeout=10)
+    record = _last_reject(server)
+    assert reply.status_code == 405
+    assert reply.headers["Allow"] == allow
+    assert record["http_status"] == 405
+    assert record["method"] == method
+
+
+@pytest.mark.parametrize("query", ["blocking=maybe", "blocking=true&result=1"])
+def test_invalid_query_flag_rejected(tenants, query):
+    server, _, keys = tenants
+    url = f"{server.url}/api/v1/namespaces/saodf/actions/counter?{query}"
+    reply = requests.post(url, json={}, auth=_auth(keys, "saodf"), timeout=10)
+    assert reply.status_code == 400
+    assert "must be true or false" in reply.json()["error"]
+
+
 def test_malformed_basic_audited(tenants):
     server, _, _ = tenants
     reply = requests.post(

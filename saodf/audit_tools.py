@@ -1,9 +1,9 @@
 """Verify the audit logs and scan them for unauthorized access.
 
 The action gateway writes ``SAODF_HOME/logs/audit.jsonl``, the ingest gateway
-``ingest_audit.jsonl``, the MQTT bridge ``mqtt_audit.jsonl`` and each tenant lake writer
-process ``lake_audit-<consumer id>.jsonl`` there. All are hash-chained (see
-:mod:`actions.audit`).
+``ingest_audit.jsonl``, the MQTT bridge ``mqtt_audit.jsonl``, each tenant lake writer
+process ``lake_audit-<consumer id>.jsonl`` and each tenant SQS drain
+``sqs_drain_audit-<queue>.jsonl`` there. All are hash-chained (see :mod:`actions.audit`).
 The detection rules read their records and raise one :class:`Alert` per rule, actor and
 time window:
 
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 AUDIT_FILES = ("audit.jsonl", "ingest_audit.jsonl", "mqtt_audit.jsonl", "admin_audit.jsonl")
 # Logs with one file per writer process.
-AUDIT_GLOBS = ("lake_audit-*.jsonl",)
+AUDIT_GLOBS = ("lake_audit-*.jsonl", "sqs_drain_audit-*.jsonl")
 MALFORMED_STATUSES = frozenset({400, 411, 413})
 INGEST_PREFIX = "/v1/"
 REVOKED_KEYS_FILE = "revoked_keys.json"

@@ -45,7 +45,6 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from actions.audit import AuditLog
-from saodf.audit_tools import secret_digest
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.lake import RAW_SCHEMA, raw_file_name, raw_partition_url, write_parquet_atomic
@@ -54,7 +53,7 @@ from saodf.telemetry import DEVICE_ID_PATTERN, decode_message, metric_names, par
 from saodf.tenants import TenantRegistry, settings_tenant, tenant_settings
 from streaming.dlq import send_to_dlq
 from streaming.ingest_config import with_name_overrides
-from streaming.ingest_gateway import KnownDevices, redacted_device_id
+from streaming.ingest_gateway import IngestAuditor
 from streaming.ingest_router import SOURCE_HEADER
 from streaming.kafka import (
     DeliveryTracker,
@@ -203,8 +202,7 @@ class LakeWriter:
         self._producer: Producer | None = None
         self._tracker = DeliveryTracker()
         self.audit = AuditLog(audit_path(self.settings, self.consumer_id))
-        self._registry = TenantRegistry(self.settings)
-        self._known = KnownDevices(self.settings, self._registry)
+        self._auditor = IngestAuditor(self.settings, self.audit, TenantRegistry(self.settings))
 
     # Lifecycle
 
@@ -387,20 +385,13 @@ class LakeWriter:
     def _reject_foreign(self, message: Message, device_id: str) -> str:
         """Audit and log a message of a device outside the tenant; return the DLQ reason."""
         assert self.tenant is not None
-        known = device_id in self._known
-        label = device_id if known else redacted_device_id(device_id)
+        fields = self._auditor.claimed_fields(device_id)
+        label = fields["resource"].removeprefix("/devices/")
         reason = (
             f"device_id {label!r} is not a device of tenant {self.tenant.name!r}; "
             f"its topic takes only ids {self.tenant.name}.*"
         )
         source = dict(message.headers() or []).get(SOURCE_HEADER) or b""
-        target = self._registry.owner_namespace(device_id, self.settings.gateway_namespace)
-        fields: dict[str, Any] = {
-            "claimed_device_digest": secret_digest(device_id),
-            "target_namespace": target,
-        }
-        if known:
-            fields["claimed_device_id"] = device_id
         self.audit.append(
             "reject",
             tenant=self.tenant.name,
@@ -408,7 +399,6 @@ class LakeWriter:
             # The writer cannot tell who produced the message, only the topic it came from.
             actor=f"topic:{message.topic()}",
             action="lake_write",
-            resource=f"/devices/{label}",
             outcome="rejected",
             reason=reason,
             client=f"kafka:{self.consumer_id}",

@@ -1,6 +1,7 @@
 """Service specs of the ingest path: mosquitto, the HTTP gateway, the MQTT bridge, the SQS drain.
 
-:func:`ingest_service_specs` returns them in start order for the stack manager.
+:func:`ingest_service_specs` returns them in start order for the stack manager, with one
+SQS drain per tenant registered at that time.
 Mosquitto listens on ``SAODF_MQTT_PORT`` on ``settings.host`` only, without anonymous
 access. Its password file lists the bridge user and every device that has an ingest
 token, and its ACL lets each device publish only to ``devices/<device_id>/telemetry``.
@@ -17,6 +18,7 @@ from saodf.config import Settings
 from saodf.errors import ServiceError
 from saodf.stack.process import ServiceSpec, http_ok, running_process, tcp_accepts
 from saodf.stack.services import python_service_spec, saodf_env
+from saodf.tenants import list_tenants
 from streaming.ingest_config import IngestConfig, name_override_env
 from streaming.mqtt_bridge import TOPIC_FILTER
 from streaming.tokens import MQTT_BRIDGE_USER, mosquitto_password_lines
@@ -141,13 +143,19 @@ def ingest_gateway_spec(settings: Settings, config: IngestConfig | None = None) 
 def ingest_service_specs(
     settings: Settings, config: IngestConfig | None = None
 ) -> list[ServiceSpec]:
-    """Return the specs of mosquitto, the ingest gateway, the SQS drain and the MQTT bridge.
+    """Return the specs of mosquitto, the ingest gateway, the SQS drains and the MQTT bridge.
 
     The order is the start order: the bridge needs mosquitto, and the gateway and the
     drain need the Kafka broker and moto, which the stack starts before them.
     """
     config = config or IngestConfig.from_env()
     gateway = ingest_gateway_spec(settings, config)
-    drain = _python_spec(settings, config, "sqs-drain", "streaming.sqs_drain")
+    drains = [_python_spec(settings, config, "sqs-drain", "streaming.sqs_drain")]
+    # NOTE: a tenant created after the stack started has no drain until the stack restarts,
+    # so its readings routed to SQS wait in its queue until then.
+    for tenant in list_tenants(settings):
+        drain = _python_spec(settings, config, f"sqs-drain-{tenant.name}", "streaming.sqs_drain")
+        drain.argv += ["--tenant", tenant.name]
+        drains.append(drain)
     bridge = _python_spec(settings, config, "mqtt-bridge", "streaming.mqtt_bridge")
-    return [mosquitto_spec(settings, config), gateway, drain, bridge]
+    return [mosquitto_spec(settings, config), gateway, *drains, bridge]

@@ -12,6 +12,12 @@ checkpoint advances, per partition, only past messages whose SQS copy was delete
 NOTE: the checkpoint is local, so a drain on another host does not see this host's range;
 run one drain per queue, or a redelivered message may be produced twice.
 
+Run for a tenant (``--tenant NAME``, or settings from :func:`saodf.tenants.tenant_settings`),
+the drain receives only from the tenant's queue ``t-<tenant>-telemetry-raw`` and produces
+only to its topics ``t.<tenant>.telemetry.raw`` and ``t.<tenant>.telemetry.dlq``. A reading
+there of a device outside the tenant is dead-lettered, never produced to the raw topic, and
+audited as a ``reject`` record in ``SAODF_HOME/logs/sqs_drain_audit-<queue>.jsonl``.
+
 Messages that break the telemetry contract go to the Kafka dead-letter topic and are then
 deleted. Messages that Kafka keeps rejecting stay in SQS, and after ``maxReceiveCount``
 receives the queue's redrive policy moves them to the SQS dead-letter queue.
@@ -40,12 +46,15 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from actions.audit import AuditLog
 from saodf.config import Settings, get_settings
 from saodf.errors import InvalidTelemetryError
 from saodf.log import configure_logging
 from saodf.telemetry import decode_message
+from saodf.tenants import TenantRegistry, settings_tenant, tenant_settings
 from streaming.dlq import send_to_dlq
 from streaming.ingest_config import IngestConfig, with_name_overrides
+from streaming.ingest_gateway import IngestAuditor
 from streaming.ingest_router import INGEST_ID_HEADER, SOURCE_HEADER
 from streaming.kafka import (
     DeliveryTracker,
@@ -86,6 +95,12 @@ def checkpoint_path(settings: Settings) -> Path:
     return settings.run_dir / "sqs_drain" / f"{safe}.json"
 
 
+def audit_path(settings: Settings) -> Path:
+    """Return the audit log of the drain of ``settings.sqs_queue``; one drain runs per queue."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", settings.sqs_queue)
+    return settings.log_dir / f"sqs_drain_audit-{safe}.jsonl"
+
+
 class SqsDrain:
     """Receive from ``settings.sqs_queue``, produce to ``settings.topic_raw``, then delete."""
 
@@ -99,7 +114,11 @@ class SqsDrain:
         self.config = config or IngestConfig()
         self.wait_time_s = wait_time_s
         self.stats = DrainStats()
+        self.tenant = settings_tenant(settings)
         self.checkpoint_file = checkpoint_path(settings)
+        self.auditor = IngestAuditor(
+            settings, AuditLog(audit_path(settings)), TenantRegistry(settings)
+        )
         self._index: OrderedDict[str, None] = OrderedDict()
         self._next_offsets: dict[int, int] = {}
         # Ingest ids that Kafka acknowledged but whose SQS delete failed, with their offsets.
@@ -132,7 +151,9 @@ class SqsDrain:
             self._next_offsets = saved
         self.stats.indexed_at_start = self._scan_ids(dict(self._next_offsets))
         logger.info(
-            "SQS drain started: queue %s -> topic %s, %d ingest id(s) indexed from offsets %s",
+            "SQS drain started: tenant %s, queue %s -> topic %s, %d ingest id(s) indexed from "
+            "offsets %s",
+            self.tenant.name if self.tenant is not None else "-",
             self.settings.sqs_queue,
             self.settings.topic_raw,
             self.stats.indexed_at_start,
@@ -308,6 +329,10 @@ class SqsDrain:
             body = message["Body"].encode("utf-8")
             try:
                 reading = decode_message(body)
+                if self.tenant is not None and not self.tenant.owns_device(reading["device_id"]):
+                    raise InvalidTelemetryError(
+                        self._reject_foreign(message["MessageId"], ingest_id, reading["device_id"])
+                    )
             except InvalidTelemetryError as exc:
                 send_to_dlq(
                     producer,
@@ -370,6 +395,38 @@ class SqsDrain:
         self._advance_checkpoint(acked)
         return len(messages)
 
+    def _reject_foreign(self, message_id: str, ingest_id: str, device_id: str) -> str:
+        """Audit and log a reading of a device outside the tenant; return the DLQ reason."""
+        assert self.tenant is not None
+        fields = self.auditor.claimed_fields(device_id)
+        label = fields["resource"].removeprefix("/devices/")
+        reason = (
+            f"device_id {label!r} is not a device of tenant {self.tenant.name!r}; its queue "
+            f"takes only ids {self.tenant.name}.*"
+        )
+        self.auditor.log.append(
+            "reject",
+            tenant=self.tenant.name,
+            namespace=self.tenant.namespace,
+            # The drain cannot tell who sent the message, only the queue it came from.
+            actor=f"queue:{self.settings.sqs_queue}",
+            action="sqs_drain",
+            outcome="rejected",
+            reason=reason,
+            client="sqs",
+            sqs_message_id=message_id,
+            ingest_id=ingest_id,
+            **fields,
+        )
+        logger.warning(
+            "message %s of device %s in queue %s is not tenant %s's; dead-lettering it",
+            message_id,
+            label,
+            self.settings.sqs_queue,
+            self.tenant.name,
+        )
+        return reason
+
     def _advance_checkpoint(self, acked: dict[str, tuple[int, int]]) -> None:
         """Move each partition's checkpoint past ``acked``, but not past an undeleted message."""
         blocked: dict[int, int] = {}
@@ -397,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wait-time", type=int, default=1, help="SQS long-poll wait per receive, in seconds"
     )
+    parser.add_argument(
+        "--tenant",
+        default=None,
+        help="tenant whose queue to drain into its raw topic (default none: the stack's own)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     stop_event = threading.Event()
@@ -407,9 +469,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    drain = SqsDrain(
-        with_name_overrides(get_settings()), IngestConfig.from_env(), wait_time_s=args.wait_time
-    )
+    settings = with_name_overrides(get_settings())
+    if args.tenant:
+        # The tenant's prefixes go in front of any queue and topic names set above.
+        settings = tenant_settings(args.tenant, settings)
+    drain = SqsDrain(settings, IngestConfig.from_env(), wait_time_s=args.wait_time)
     drain.run(max_seconds=args.max_seconds, stop_event=stop_event)
     return 0
 

@@ -33,20 +33,9 @@ TARGET = os.environ.get("SAODF_TARGET", "local")
 # A SageMaker task waits for its job: Spot wait (at most 1 h for built-in DeepAR) plus upload.
 SAGEMAKER_TASK_TIMEOUT = timedelta(minutes=80)
 
-windows_asset = Asset(
-    name="telemetry_windows",
-    watchers=[
-        AssetWatcher(
-            name="telemetry_windows_watcher",
-            trigger=WindowEventTrigger(
-                topics=[WINDOW_TOPIC], kafka_config_id="saodf_kafka", dlq_topic="telemetry.dlq"
-            ),
-        )
-    ],
-)
-# Assets are named without a URI: a URI scheme makes Airflow load every provider's URI
-# handlers at parse time (about 0.5 s measured by bench/dag_parse.py).
-forecast_cache_asset = Asset(name="forecast_cache")
+# Tenants with their own pipeline DAG (telemetry_pipeline__<tenant>), comma-separated. The
+# stack sets it from the tenant registry when it starts Airflow.
+TENANTS = [name for name in os.environ.get("SAODF_PIPELINE_TENANTS", "").split(",") if name]
 # Emitted by the drift_monitor DAG when devices drift; its extra has the window-event fields.
 retrain_asset = Asset(name="retrain_request")
 
@@ -79,21 +68,60 @@ default_args = {
     "execution_timeout": timedelta(minutes=20),
 }
 
-with DAG(
-    dag_id="telemetry_pipeline",
-    description="Validate, preprocess, train, forecast and cache IoT telemetry",
-    doc_md=DOC,
-    schedule=AssetOrTimeSchedule(
-        # interval=1 h gives each scheduled run the data interval [trigger - 1 h, trigger).
-        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC", interval=timedelta(hours=1)),
-        assets=(windows_asset | retrain_asset),
-    ),
-    start_date=datetime(2013, 12, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    tags=["saodf", "batch", "deepar"],
-) as dag:
+TENANT_DOC = """
+Tenant `{tenant}`: windows come from `t.{tenant}.telemetry.windows`, and every stage reads
+and writes only the tenant's lake prefix (`tenants/{tenant}/`), MLflow experiment and
+registered models (`{tenant}.`) and forecast cache keys (`saodf:t:{tenant}:`).
+"""
+
+
+def build_pipeline(tenant: str | None = None) -> DAG:
+    """Build the pipeline DAG of the default deployment, or of one tenant."""
+    suffix = f"__{tenant}" if tenant else ""
+    topic_prefix = f"t.{tenant}." if tenant else ""
+    windows_asset = Asset(
+        name=f"telemetry_windows{suffix}",
+        watchers=[
+            AssetWatcher(
+                name=f"telemetry_windows_watcher{suffix}",
+                trigger=WindowEventTrigger(
+                    topics=[topic_prefix + WINDOW_TOPIC],
+                    # Each tenant's connection has its own consumer group (set by the stack).
+                    kafka_config_id=(
+                        f"saodf_kafka_{tenant.replace('-', '_')}" if tenant else "saodf_kafka"
+                    ),
+                    dlq_topic=topic_prefix + "telemetry.dlq",
+                ),
+            )
+        ],
+    )
+    # Assets are named without a URI: a URI scheme makes Airflow load every provider's URI
+    # handlers at parse time (about 0.5 s measured by bench/dag_parse.py).
+    forecast_cache_asset = Asset(name=f"forecast_cache{suffix}")
+    # Drift monitoring covers the default deployment's champions only.
+    assets = windows_asset if tenant else (windows_asset | retrain_asset)
+    with DAG(
+        dag_id=f"telemetry_pipeline{suffix}",
+        description="Validate, preprocess, train, forecast and cache IoT telemetry",
+        doc_md=DOC + (TENANT_DOC.format(tenant=tenant) if tenant else ""),
+        schedule=AssetOrTimeSchedule(
+            # interval=1 h gives each scheduled run the data interval [trigger - 1 h, trigger).
+            timetable=CronTriggerTimetable(
+                "0 * * * *", timezone="UTC", interval=timedelta(hours=1)
+            ),
+            assets=assets,
+        ),
+        start_date=datetime(2013, 12, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args,
+        tags=["saodf", "batch", "deepar", *([f"tenant:{tenant}"] if tenant else [])],
+    ) as dag:
+        _pipeline_tasks(tenant, forecast_cache_asset)
+    return dag
+
+
+def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
     @task(execution_timeout=timedelta(minutes=2))
     def resolve_scope(**context) -> dict:
@@ -112,12 +140,12 @@ with DAG(
                 elif "window_id" in extra:
                     events.append(parse_window_event(extra))
         if events:
-            scope = pipeline.merge_window_events(events)
+            scope = pipeline.with_tenant(pipeline.merge_window_events(events), tenant)
         else:
             scope = pipeline.scope_from_interval(
                 context["data_interval_start"], context["data_interval_end"]
             )
-            scope = pipeline.resolve_devices(scope)
+            scope = pipeline.resolve_devices(pipeline.with_tenant(scope, tenant))
             if not scope["devices"]:
                 raise AirflowSkipException(
                     f"no raw readings in the interval {scope['interval_start']} - {scope['end']}"
@@ -244,8 +272,9 @@ with DAG(
 
             @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
             def collect_forecasts(scope: dict, **context) -> dict:
-                """Copy the transform and Spot inference outputs from S3 into the lake."""
-                from saodf import aws_pipeline
+                """Copy the inference outputs from S3 into the lake and log their cost."""
+                from models.sagemaker import AwsJobSettings
+                from saodf import aws_pipeline, pipeline
 
                 ti = context["ti"]
                 results = []
@@ -255,7 +284,15 @@ with DAG(
                         results.append(pulled)
                     elif pulled:
                         results.extend(item for item in pulled if item)
-                return aws_pipeline.collect_forecasts(scope, results)
+                collected = aws_pipeline.collect_forecasts(scope, results)
+                client = aws_pipeline.sagemaker_client(
+                    AwsJobSettings.from_settings(pipeline.get_settings()).aws_conn_id
+                )
+                recorded = ti.xcom_pull(task_ids="model.record_training") or {}
+                collected["costs"] = aws_pipeline.log_inference_costs(
+                    results, collected, recorded, client
+                )
+                return collected
 
             plan = plan_jobs(scope)
             print_log = os.environ.get("SAODF_SAGEMAKER_PRINT_LOG", "true") != "false"
@@ -345,3 +382,8 @@ with DAG(
     cleaned = teardown()
     cached >> cleaned
     [cached, cleaned] >> report_cost(scope)
+
+
+dag = build_pipeline()
+for _tenant in TENANTS:
+    globals()[f"dag_{_tenant.replace('-', '_')}"] = build_pipeline(_tenant)

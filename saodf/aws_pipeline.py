@@ -498,6 +498,86 @@ def record_training(
     return {"groups": results}
 
 
+def inference_cost(result: Mapping[str, Any], sagemaker_client) -> dict[str, Any]:
+    """Price one group's inference job from its Describe response.
+
+    A transform job is billed on demand from ``TransformStartTime`` to
+    ``TransformEndTime`` per instance; a Spot inference job like a training job.
+    """
+    from models.cost import estimate_batch_inference_cost, training_job_cost_from_description
+
+    if result["mode"] == "transform":
+        description = sagemaker_client.describe_transform_job(TransformJobName=result["job_name"])
+        start, end = description.get("TransformStartTime"), description.get("TransformEndTime")
+        if start is None or end is None:
+            raise AwsOutputError(
+                f"transform job {result['job_name']} reports no start or end time; price it "
+                "after it has finished"
+            )
+        resources = description.get("TransformResources") or {}
+        count = int(resources.get("InstanceCount", 1))
+        estimate = estimate_batch_inference_cost(
+            max(0.0, (end - start).total_seconds()) * count,
+            resources.get("InstanceType", "ml.m5.large"),
+        )
+    else:
+        description = sagemaker_client.describe_training_job(TrainingJobName=result["job_name"])
+        estimate = training_job_cost_from_description(description)
+    return {
+        "seconds": float(estimate["seconds"]),
+        "estimated_cost_usd": float(estimate["estimated_cost_usd"]),
+    }
+
+
+def log_inference_costs(
+    inference: Sequence[Mapping[str, Any]],
+    collected: Mapping[str, Any],
+    recorded: Mapping[str, Any],
+    sagemaker_client,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Log each group's inference cost and cost per 1,000 forecasts to its training run.
+
+    Args:
+        inference: the inference tasks' results (see :func:`collect_forecasts`).
+        collected: the return value of :func:`collect_forecasts`.
+        recorded: the return value of :func:`record_training`, for the MLflow run ids.
+    """
+    from models.cost import cost_per_1000_forecasts
+    from models.registry import client_for
+
+    settings = settings or get_settings()
+    client = client_for(settings.mlflow_tracking_uri)
+    costs = {}
+    for result in inference:
+        group = result["group"]
+        cost = inference_cost(result, sagemaker_client)
+        forecasts = int(collected["groups"][group]["series"])
+        cost["forecasts"] = forecasts
+        cost["cost_per_1000_forecasts_usd"] = cost_per_1000_forecasts(
+            cost["estimated_cost_usd"], forecasts
+        )
+        run_id = (recorded.get("groups", {}).get(group) or {}).get("mlflow_run_id")
+        if run_id:
+            client.log_param(run_id, "batch_mode", result["mode"])
+            client.log_metric(run_id, "inference_seconds", cost["seconds"])
+            client.log_metric(run_id, "inference_cost_usd", cost["estimated_cost_usd"])
+            client.log_metric(
+                run_id, "inference_cost_per_1000_forecasts_usd", cost["cost_per_1000_forecasts_usd"]
+            )
+        logger.info(
+            "inference job %s of group %s (%s): %.0f s, %.6f USD for %d forecasts",
+            result["job_name"],
+            group,
+            result["mode"],
+            cost["seconds"],
+            cost["estimated_cost_usd"],
+            forecasts,
+        )
+        costs[group] = cost
+    return costs
+
+
 def _register_sagemaker_model(client, name, artifact, run_id, run_key, digest, metrics, job):
     from models.registry import find_version_for_run_key
 

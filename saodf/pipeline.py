@@ -102,8 +102,51 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def with_tenant(scope: dict[str, Any], tenant: str | None) -> dict[str, Any]:
+    """Return ``scope`` for a run of ``tenant`` (None: the default deployment).
+
+    Every device of a tenant's run must be the tenant's (``<tenant>.<device>``).
+
+    Raises:
+        SaodfError: a device of the scope belongs to another tenant or to none.
+    """
+    if tenant is None:
+        return scope
+    from saodf.tenants import tenant_layout
+
+    layout = tenant_layout(tenant)
+    foreign = [d for d in scope.get("devices") or [] if not layout.owns_device(d)]
+    if foreign:
+        raise SaodfError(
+            f"run {scope['run_key']} of tenant {tenant!r} names devices of another tenant or "
+            f"of none: {foreign[:5]}; a tenant's windows must hold only ids {tenant}.*"
+        )
+    # Runs of the default deployment and of tenants share the batch workspace folder and
+    # job names, so a tenant's run key carries the tenant's name.
+    run_key = scope["run_key"]
+    if not run_key.startswith(f"{tenant}."):
+        run_key = f"{tenant}.{run_key}"
+    return {**scope, "tenant": tenant, "run_key": run_key}
+
+
+def settings_for(scope: dict[str, Any] | None, settings: Settings | None = None) -> Settings:
+    """Return ``settings``, or the settings of the scope's tenant, or the process settings.
+
+    A tenant's run reads and writes only the tenant's lake prefix, MLflow experiment and
+    registered models (see ``saodf.tenants.tenant_settings``).
+    """
+    if settings is not None:
+        return settings
+    tenant = (scope or {}).get("tenant")
+    if tenant:
+        from saodf.tenants import tenant_settings
+
+        return tenant_settings(tenant, get_settings())
+    return get_settings()
+
+
 def is_done(scope: dict[str, Any], settings: Settings | None = None) -> bool:
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     fs, path = fsspec.core.url_to_fs(urls(settings, scope["run_key"])["done_marker"])
     return fs.exists(path)
 
@@ -142,7 +185,7 @@ def claim_run(scope: dict[str, Any], dag_run_id: str, settings: Settings | None 
     goes ahead: its outputs are keyed by its own run key, so the overlap is processed twice
     but nothing is overwritten or duplicated.
     """
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     record = {
         "dag_run_id": dag_run_id,
         "run_key": scope["run_key"],
@@ -176,7 +219,7 @@ def resolve_devices(scope: dict[str, Any], settings: Settings | None = None) -> 
     """Fill in the devices of a scheduled run: those with raw readings in its interval."""
     from saodf import lake
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     if scope["devices"]:
         return scope
     start = _parse_time(scope.get("interval_start"))
@@ -198,7 +241,7 @@ def validate_raw(scope: dict[str, Any], settings: Settings | None = None) -> dic
     from expectations.gate import gate
     from saodf import lake
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     # A scheduled run gates only its own interval; a window run gates everything it will read.
     gate_start = scope.get("interval_start") or scope["start"]
@@ -227,7 +270,7 @@ def preprocess(
     """Run the Glue job script locally for the run's devices and return its summary."""
     from etl.glue_job import run
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
     config = prepare_config(scope, settings, **overrides)
@@ -250,7 +293,7 @@ def prepare_config(scope: dict[str, Any], settings: Settings | None = None, **ov
     """Return the preprocessing job's ``PrepareConfig`` for the run's devices and time range."""
     from etl.glue_job import PrepareConfig
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     paths = urls(settings, scope["run_key"])
     return PrepareConfig(
         raw_url=paths["raw"],
@@ -283,7 +326,7 @@ def validate_prepared(scope: dict[str, Any], settings: Settings | None = None) -
     from expectations.deepar_dataset import gate_deepar_dataset
     from expectations.gate import gate
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
     fs, path = fsspec.core.url_to_fs(paths["prepared"] + "/prepared.parquet")
@@ -310,7 +353,7 @@ def train(
     """Train DeepAR and the baseline per group, log both to MLflow and set the champion alias."""
     from models.pipeline import train_and_register
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
     results = train_and_register(
@@ -344,7 +387,7 @@ def batch_transform(
     """Forecast every series with its group's champion and write DeepAR output JSON Lines."""
     from models.pipeline import batch_transform as transform
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
     chosen = {
@@ -363,10 +406,20 @@ def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> d
     """Load the run's forecasts into the Redis forecast cache."""
     from actions.cache import populate_from_forecasts
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
-    stats = populate_from_forecasts(paths["forecasts"], paths["prepared"], settings)
+    cache = None
+    if scope.get("tenant"):
+        from actions.cache import ForecastCache, redis_client
+        from saodf.tenants import tenant_layout
+
+        # The tenant's ACL user may only read; the pipeline writes with the stack's user,
+        # under the tenant's key prefix.
+        cache = ForecastCache(
+            redis_client(get_settings()), key_prefix=tenant_layout(scope["tenant"]).redis_key_prefix
+        )
+    stats = populate_from_forecasts(paths["forecasts"], paths["prepared"], settings, cache=cache)
     return {"stats": stats, "seconds": time.monotonic() - started}
 
 
@@ -399,7 +452,7 @@ def report_cost(
     """Log the run's cost summary to MLflow and write the done marker that deduplicates windows."""
     from models.cost import log_cost_summary
 
-    settings = settings or get_settings()
+    settings = settings_for(scope, settings)
     summary = log_cost_summary(
         settings.mlflow_tracking_uri,
         scope["run_key"],

@@ -279,6 +279,25 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW_CONN_SAODF_KAFKA": json.dumps({"conn_type": "kafka", "extra": kafka_extra}),
         "NO_PROXY": "*",
     }
+    env.update(tenant_pipeline_env(settings, kafka_extra))
+    return env
+
+
+def tenant_pipeline_env(settings: Settings, kafka_extra: dict) -> dict[str, str]:
+    """Return the variables that give each registered tenant its own pipeline DAG.
+
+    ``SAODF_PIPELINE_TENANTS`` lists the tenants for the DAG file, and each tenant's
+    window trigger gets a Kafka connection with its own consumer group. A tenant created
+    while the stack runs gets its DAG at the next ``saodf stack up``.
+    """
+    from saodf.tenants import list_tenants
+
+    names = [tenant.name for tenant in list_tenants(settings)]
+    env = {"SAODF_PIPELINE_TENANTS": ",".join(names)}
+    for name in names:
+        extra = {**kafka_extra, "group.id": f"saodf-airflow-windows-{name}"}
+        key = f"AIRFLOW_CONN_SAODF_KAFKA_{name.replace('-', '_').upper()}"
+        env[key] = json.dumps({"conn_type": "kafka", "extra": extra})
     return env
 
 

@@ -236,5 +236,8 @@ def test_aws_dag_sends_exact_job_requests(
     champion = current_champion(client, f"{settings.registered_model_prefix}_{group}")
     assert champion.tags["model_kind"] == "deepar_sagemaker"
     assert champion.source.endswith("/output/model.tar.gz")
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert metrics["inference_cost_per_1000_forecasts_usd"] >= 0.0
+    assert "training_cost_usd" in metrics
     assert pipeline.is_done(scope, settings)
     assert not (settings.batch_dir / scope["run_key"]).exists()

@@ -23,7 +23,7 @@ DEVICE = "skab-anomaly-free"
 LOGICAL_DATE = datetime(2020, 2, 8, 16, tzinfo=timezone.utc)
 
 
-def write_raw(settings, limit: int | None = None) -> int:
+def write_raw(settings, limit: int | None = None, device: str = DEVICE) -> int:
     from etl.readers import iter_dataset, to_messages
     from saodf import lake
 
@@ -35,7 +35,7 @@ def write_raw(settings, limit: int | None = None) -> int:
             for name, value in message.items():
                 if name not in ("device_id", "timestamp", "schema_version"):
                     rows.append(
-                        (DEVICE, message["timestamp"], name, value, 1, "telemetry.raw", 0, offset)
+                        (device, message["timestamp"], name, value, 1, "telemetry.raw", 0, offset)
                     )
     frame = pd.DataFrame(rows, columns=[field.name for field in lake.RAW_SCHEMA])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
@@ -45,7 +45,7 @@ def write_raw(settings, limit: int | None = None) -> int:
             "telemetry.raw", 0, int(group.kafka_offset.min()), int(group.kafka_offset.max())
         )
         lake.write_parquet_atomic(
-            table, lake.raw_partition_url(settings.lake_url, DEVICE, hour) + "/" + name
+            table, lake.raw_partition_url(settings.lake_url, device, hour) + "/" + name
         )
     return int(frame["kafka_offset"].nunique())
 

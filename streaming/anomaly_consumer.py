@@ -1,13 +1,23 @@
-"""Stream consumer that scores telemetry.raw through the gateway's detect_anomaly action.
+"""Stream consumer that scores telemetry.raw with the detect_anomaly action's code.
 
-Each poll returns up to ``batch_size`` messages. They go to the action in one blocking
-call over HTTP with the namespace's basic credentials. Flagged readings are produced to
-``telemetry.anomalies`` as ``{"message", "score", "metrics", "reason", "z_scores",
-"degraded", "activation_id", "detected_at"}``. Readings the action calls invalid,
-payloads that are not JSON, and batches whose call keeps failing go to ``telemetry.dlq``
-with the reason. Offsets are
-committed only after every produced record was delivered, so a crash replays the batch
-instead of losing it (at-least-once delivery, with possible duplicates).
+Each poll returns up to ``batch_size`` messages, scored together in one call. With
+``detector="in_process"``, the default of the service command, the call runs
+:class:`actions.detect_anomaly.Detector` in this process against the same Redis state keys
+and namespace as the gateway's action. With ``detector="gateway"``, the default of
+:class:`ConsumerOptions`, it is one blocking HTTP call to the gateway's detect_anomaly with
+the namespace's basic credentials. Measured on this project's 2-core machine, the HTTP call
+cost about 10 ms more per batch of 10 readings and 30 ms more per batch of 400 than the
+in-process call, which a latency budget of 50 ms cannot absorb. Request/response callers
+keep using the action.
+
+Flagged readings are produced to ``telemetry.anomalies`` as ``{"message", "score",
+"metrics", "reason", "z_scores", "degraded", "activation_id", "detected_at"}``. Readings the
+detector calls invalid, payloads that are not JSON, and batches whose call keeps failing go
+to ``telemetry.dlq`` with the reason. A batch's offsets are committed, asynchronously and at
+most once per ``commit_interval`` seconds, only after every record produced for it was
+delivered, so a crash replays uncommitted batches instead of losing them (at-least-once
+delivery, with possible duplicates). On a clean stop the last offsets are committed
+synchronously.
 
 Usage: ``python -m streaming.anomaly_consumer`` (settings from the SAODF_* variables).
 """
@@ -17,16 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import requests
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from saodf.config import Settings, get_settings
 from saodf.errors import ConfigError, InvalidTelemetryError, SaodfError
@@ -34,9 +46,10 @@ from saodf.telemetry import decode_message, format_timestamp
 from streaming.dlq import send_to_dlq
 from streaming.kafka import (
     DeliveryTracker,
-    consumer_config,
     ensure_topics,
     flush_or_raise,
+    latency_consumer_config,
+    poll_batch,
     produce_polling,
     producer_config,
 )
@@ -48,14 +61,22 @@ SOURCE = "anomaly_consumer"
 ACTION = "detect_anomaly"
 # The maximum number of readings that detect_anomaly accepts per activation.
 MAX_BATCH = 500
+IN_PROCESS = "in_process"
+GATEWAY = "gateway"
+DETECTORS = (IN_PROCESS, GATEWAY)
+DETECTOR_ENV = "SAODF_ANOMALY_DETECTOR"
 
 
-class GatewayCallError(SaodfError):
+class DetectorCallError(SaodfError):
     """A detect_anomaly call that failed; ``retryable`` tells whether a retry can help."""
 
     def __init__(self, message: str, retryable: bool):
         super().__init__(message)
         self.retryable = retryable
+
+
+class GatewayCallError(DetectorCallError):
+    """A detect_anomaly call through the gateway that failed."""
 
 
 @dataclass
@@ -65,6 +86,13 @@ class ConsumerOptions:
     group_id: str = GROUP_ID
     batch_size: int = 500
     poll_timeout: float = 1.0
+    # IN_PROCESS or GATEWAY: SAODF_ANOMALY_DETECTOR when set, else GATEWAY for library
+    # callers; the service command defaults to IN_PROCESS.
+    detector: str = field(default_factory=lambda: os.environ.get(DETECTOR_ENV) or GATEWAY)
+    # librdkafka properties over streaming.kafka.latency_consumer_config.
+    kafka_overrides: dict[str, Any] = field(default_factory=dict)
+    # Seconds between asynchronous offset commits; 0 commits after every batch.
+    commit_interval: float = 0.2
     request_timeout: float = 60.0
     max_attempts: int = 6
     backoff_initial: float = 0.5
@@ -144,19 +172,69 @@ class DetectorClient:
         )
 
 
+class InProcessDetector:
+    """detect_anomaly's scoring code called in this process, with the gateway path's state keys.
+
+    State keys and bands are those of the gateway's namespace: ``settings.gateway_namespace``,
+    scoped to its tenant's Redis prefix and user when the namespace is a registered tenant.
+    """
+
+    def __init__(self, settings: Settings, options: ConsumerOptions):
+        from actions.detect_anomaly import Detector
+        from saodf.tenants import TenantRegistry, settings_tenant, tenant_settings
+
+        self.namespace = settings.gateway_namespace
+        if settings_tenant(settings) is None and TenantRegistry(settings).tenant(self.namespace):
+            settings = tenant_settings(self.namespace, settings)
+        self.tenant = settings_tenant(settings)
+        self.detector = Detector(settings)
+        self.options = options
+        self.url = f"in-process detect_anomaly, namespace {self.namespace!r}"
+
+    def call(self, readings: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Score ``readings`` once; return a fresh activation id and the per-reading results."""
+        import redis
+
+        activation_id = uuid.uuid4().hex
+        args = {"readings": readings, **self.options.detector_params}
+        try:
+            reply = self.detector.run(args, self.namespace, self.tenant, activation_id)
+        except SaodfError as exc:
+            raise DetectorCallError(f"detect_anomaly rejected the batch: {exc}", False) from None
+        except redis.RedisError as exc:
+            raise DetectorCallError(f"detect_anomaly failed in Redis: {exc}", True) from None
+        return activation_id, reply["results"]
+
+
+def detector_client(settings: Settings, options: ConsumerOptions) -> Any:
+    """Return the detect_anomaly client that ``options.detector`` selects.
+
+    Raises:
+        ConfigError: ``options.detector`` is not one of ``DETECTORS``.
+    """
+    if options.detector == IN_PROCESS:
+        return InProcessDetector(settings, options)
+    if options.detector == GATEWAY:
+        return DetectorClient(settings, options)
+    raise ConfigError(
+        f"detector={options.detector!r} is invalid; use one of {list(DETECTORS)} (set "
+        f"{DETECTOR_ENV} or ConsumerOptions.detector)"
+    )
+
+
 def call_with_retries(
-    client: DetectorClient, readings: list[Any], options: ConsumerOptions, stats: ConsumerStats
+    client: Any, readings: list[Any], options: ConsumerOptions, stats: ConsumerStats
 ) -> tuple[str, list[dict[str, Any]]]:
     """Call the detector, retrying retryable failures with exponential backoff.
 
     Raises:
-        GatewayCallError: the last failure, when it is not retryable or attempts ran out.
+        DetectorCallError: the last failure, when it is not retryable or attempts ran out.
     """
     delay = options.backoff_initial
     for attempt in range(1, options.max_attempts + 1):
         try:
             return client.call(readings)
-        except GatewayCallError as exc:
+        except DetectorCallError as exc:
             if not exc.retryable or attempt == options.max_attempts:
                 raise
             stats.retries += 1
@@ -189,7 +267,7 @@ def _anomaly_record(message: Any, result: dict[str, Any], activation_id: str) ->
 
 def process_batch(
     messages: list[Any],
-    client: DetectorClient,
+    client: Any,
     producer: Producer,
     settings: Settings,
     options: ConsumerOptions,
@@ -216,7 +294,7 @@ def process_batch(
         readings = [reading for _, reading in decoded]
         try:
             activation_id, results = call_with_retries(client, readings, options, stats)
-        except GatewayCallError as exc:
+        except DetectorCallError as exc:
             logger.error(
                 "detect_anomaly failed for %d readings; sending them to the DLQ", len(readings)
             )
@@ -294,6 +372,43 @@ def _next_offsets(messages: list[Any]) -> list[TopicPartition]:
     ]
 
 
+def _log_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    # A failed asynchronous commit loses no record: the next commit covers its offsets, and
+    # after a crash the group replays from the last commit that succeeded.
+    if error is not None:
+        offsets = {f"{p.topic}[{p.partition}]": p.offset for p in partitions}
+        logger.warning("offset commit %s failed: %s", offsets, error.str())
+
+
+class OffsetCommitter:
+    """Offsets of processed batches, committed asynchronously at most once per ``interval`` s."""
+
+    def __init__(self, consumer: Consumer, interval: float):
+        self.consumer = consumer
+        self.interval = interval
+        self.pending: dict[tuple[str, int], int] = {}
+        self.last_commit = time.monotonic()
+
+    def add(self, messages: list[Any]) -> None:
+        """Record a processed batch and commit when ``interval`` has passed since the last commit.
+
+        Call it only once every record produced for the batch was delivered.
+        """
+        for offset in _next_offsets(messages):
+            self.pending[(offset.topic, offset.partition)] = offset.offset
+        if time.monotonic() - self.last_commit >= self.interval:
+            self.commit(asynchronous=True)
+
+    def commit(self, asynchronous: bool) -> None:
+        """Commit the pending offsets, if any."""
+        if not self.pending:
+            return
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self.pending.items()]
+        self.pending = {}
+        self.last_commit = time.monotonic()
+        self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+
 def run(
     settings: Settings | None = None,
     options: ConsumerOptions | None = None,
@@ -309,17 +424,23 @@ def run(
             f"batch_size={options.batch_size} is out of range; detect_anomaly takes 1 to "
             f"{MAX_BATCH} readings per call"
         )
+    if options.commit_interval < 0:
+        raise ConfigError(
+            f"commit_interval={options.commit_interval} is negative; set 0 or more seconds"
+        )
     stop = stop or threading.Event()
     ensure_topics(settings, [settings.topic_raw, settings.topic_anomalies, settings.topic_dlq])
-    client = DetectorClient(settings, options)
-    consumer = Consumer(consumer_config(settings, options.group_id))
+    client = detector_client(settings, options)
+    config = latency_consumer_config(settings, options.group_id, **options.kafka_overrides)
+    consumer = Consumer({**config, "on_commit": _log_commit})
     producer = Producer(producer_config(settings, role="anomaly-consumer"))
     consumer.subscribe([settings.topic_raw])
+    committer = OffsetCommitter(consumer, options.commit_interval)
     stats = ConsumerStats()
 
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     logger.info(
-        "anomaly consumer started: group %s on %s, gateway %s",
+        "anomaly consumer started: group %s on %s, detector %s",
         options.group_id,
         settings.topic_raw,
         client.url,
@@ -330,7 +451,7 @@ def run(
                 break
             if max_messages is not None and stats.consumed >= max_messages:
                 break
-            messages = consumer.consume(options.batch_size, timeout=options.poll_timeout)
+            messages = poll_batch(consumer, options.batch_size, options.poll_timeout)
             batch = []
             for message in messages:
                 error = message.error()
@@ -341,10 +462,17 @@ def run(
             if not batch:
                 continue
 
+            # process_batch returns only after every produced record was delivered, so the
+            # offsets handed to the committer never run ahead of the anomalies.
             process_batch(batch, client, producer, settings, options, stats)
-            consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+            committer.add(batch)
             stats.consumed += len(batch)
             stats.batches += 1
+        try:
+            committer.commit(asynchronous=False)
+        except KafkaException as exc:
+            # The batches stay uncommitted and are replayed on the next start (at-least-once).
+            logger.warning("final offset commit of group %s failed: %s", options.group_id, exc)
     finally:
         consumer.close()
         logger.info(
@@ -365,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-size", type=int, default=500, help="readings per action call (max 500)"
     )
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=os.environ.get(DETECTOR_ENV) or IN_PROCESS,
+        help="score in this process or through the gateway (default: SAODF_ANOMALY_DETECTOR "
+        "or in_process)",
+    )
     parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     options = parser.parse_args(argv)
     configure_logging()
@@ -373,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     run(
         get_settings(),
-        ConsumerOptions(group_id=options.group_id, batch_size=options.batch_size),
+        ConsumerOptions(
+            group_id=options.group_id, batch_size=options.batch_size, detector=options.detector
+        ),
         stop=stop,
         max_seconds=options.max_seconds,
     )

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from actions.gateway import DEFAULT_ACTIONS, serve
 from saodf.stack.process import free_port
-from streaming.anomaly_consumer import ConsumerOptions, run
+from streaming.anomaly_consumer import IN_PROCESS, ConsumerOptions, run
 from streaming.kafka import consumer_config, ensure_topics, producer_config
 
 pytestmark = pytest.mark.integration
@@ -161,3 +164,121 @@ def test_nan_reading_dead_lettered_alone(gateway, session_settings):
     only = next(iter(mine.values()))
     assert "NaN" in only["payload"]
     assert "not JSON" in only["reason"]
+
+
+def test_in_process_spike_reaches_anomalies(kafka_bootstrap, redis_server, session_settings):
+    device_id = f"inproc-{uuid.uuid4().hex[:8]}"
+    readings = [
+        {"device_id": device_id, "timestamp": f"2025-04-20T14:{i:02d}:00Z", "temperature": 50.0}
+        for i in range(30)
+    ]
+    readings.append(
+        {"device_id": device_id, "timestamp": "2025-04-20T14:30:00Z", "temperature": 105.0}
+    )
+    readings.append({"device_id": device_id, "temperature": 1.0})
+    _produce(session_settings, readings)
+
+    options = ConsumerOptions(
+        group_id=f"test-{uuid.uuid4().hex}",
+        detector=IN_PROCESS,
+        detector_params={"warmup": 20},
+    )
+    stop, thread = _start_consumer(session_settings, options)
+    try:
+        anomalies = _collect(
+            session_settings,
+            session_settings.topic_anomalies,
+            lambda records: any(r["message"]["device_id"] == device_id for r in records),
+        )
+        dead = _collect(
+            session_settings,
+            session_settings.topic_dlq,
+            lambda records: any(device_id in r.get("payload", "") for r in records),
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+
+    flagged = [r for r in anomalies if r["message"]["device_id"] == device_id]
+    assert len(flagged) == 1
+    assert flagged[0]["message"]["temperature"] == 105.0
+    assert flagged[0]["metrics"] == ["temperature"]
+    assert len(flagged[0]["activation_id"]) == 32
+    assert flagged[0]["degraded"] is False
+    mine = [r for r in dead if device_id in r.get("payload", "")]
+    assert [r["reason"] for r in mine] == ["timestamp is missing"]
+
+
+# Consumer child for the crash test: the settings of its environment on a topic of its own.
+_CHILD = """
+import sys
+from saodf.config import get_settings
+from streaming.anomaly_consumer import IN_PROCESS, ConsumerOptions, run
+
+settings = get_settings().with_overrides(topic_raw=sys.argv[1])
+options = ConsumerOptions(
+    group_id=sys.argv[2], batch_size=20, detector="in_process", commit_interval=0,
+    detector_params={"warmup": 20},
+)
+run(settings, options, max_seconds=120)
+"""
+
+
+def _committed(settings, group: str, topic: str) -> int:
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        (partition,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        consumer.close()
+    return partition.offset
+
+
+def _crash_readings(device_id: str, minutes: range, spike_at: int | None = None) -> list[dict]:
+    return [
+        {
+            "device_id": device_id,
+            "timestamp": f"2025-04-21T{minute // 60:02d}:{minute % 60:02d}:00Z",
+            "temperature": 105.0 if minute == spike_at else 50.0 + minute % 3,
+        }
+        for minute in minutes
+    ]
+
+
+@pytest.mark.slow
+def test_crash_resumes_from_committed(kafka_bootstrap, redis_server, session_settings):
+    from saodf.config import PROJECT_ROOT
+    from saodf.stack.services import saodf_env
+
+    topic = f"test.crash.{uuid.uuid4().hex[:8]}"
+    group = f"test-{uuid.uuid4().hex}"
+    device_id = f"crash-{uuid.uuid4().hex[:8]}"
+    settings = session_settings.with_overrides(topic_raw=topic)
+    _produce(settings, _crash_readings(device_id, range(200)))
+    child = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", _CHILD, topic, group],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **saodf_env(settings)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(settings, group, topic) < 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        child.kill()
+        child.wait(10)
+    committed_at_crash = _committed(settings, group, topic)
+    assert committed_at_crash >= 40
+
+    _produce(settings, _crash_readings(device_id, range(200, 300), spike_at=299))
+    options = ConsumerOptions(group_id=group, batch_size=20, detector=IN_PROCESS)
+    options.detector_params = {"warmup": 20}
+    stats = run(settings, options, max_messages=300 - committed_at_crash, max_seconds=90)
+    anomalies = _collect(
+        settings,
+        settings.topic_anomalies,
+        lambda records: any(r["message"]["device_id"] == device_id for r in records),
+    )
+    assert stats.consumed == 300 - committed_at_crash
+    assert _committed(settings, group, topic) == 300
+    spikes = [r for r in anomalies if r["message"]["device_id"] == device_id]
+    assert [r["message"]["temperature"] for r in spikes] == [105.0]

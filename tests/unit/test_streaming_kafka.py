@@ -81,3 +81,53 @@ def test_require_broker_names_address(tmp_path, monkeypatch):
     settings = Settings.from_env()
     with pytest.raises(StreamingError, match="is unreachable; start the stack"):
         require_broker(settings, timeout=0.5)
+
+
+def test_latency_config_short_fetch_wait(settings, monkeypatch):
+    from streaming.kafka import LATENCY_FETCH_WAIT_MAX_MS, latency_consumer_config
+
+    monkeypatch.delenv("SAODF_KAFKA_FETCH_WAIT_MAX_MS", raising=False)
+    monkeypatch.delenv("SAODF_KAFKA_LATENCY_CONSUMER_CONFIG", raising=False)
+    config = latency_consumer_config(settings, "g1")
+    assert config["fetch.wait.max.ms"] == LATENCY_FETCH_WAIT_MAX_MS
+    assert config["enable.auto.commit"] is False
+    assert config["group.id"] == "g1"
+
+
+def test_latency_config_env_overrides(settings, monkeypatch):
+    from streaming.kafka import latency_consumer_config
+
+    monkeypatch.setenv("SAODF_KAFKA_FETCH_WAIT_MAX_MS", "20")
+    monkeypatch.setenv(
+        "SAODF_KAFKA_LATENCY_CONSUMER_CONFIG", " fetch.min.bytes=1 , queued.min.messages=5000,"
+    )
+    config = latency_consumer_config(settings, "g1", **{"queued.min.messages": 10})
+    assert config["fetch.wait.max.ms"] == 20
+    assert config["fetch.min.bytes"] == "1"
+    assert config["queued.min.messages"] == 10
+
+
+def test_latency_config_list_beats_wait(settings, monkeypatch):
+    from streaming.kafka import latency_consumer_config
+
+    monkeypatch.setenv("SAODF_KAFKA_FETCH_WAIT_MAX_MS", "20")
+    monkeypatch.setenv("SAODF_KAFKA_LATENCY_CONSUMER_CONFIG", "fetch.wait.max.ms=50")
+    assert latency_consumer_config(settings, "g1")["fetch.wait.max.ms"] == "50"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SAODF_KAFKA_FETCH_WAIT_MAX_MS", "soon", "'soon' is not an integer"),
+        ("SAODF_KAFKA_FETCH_WAIT_MAX_MS", "-1", "-1 is negative"),
+        ("SAODF_KAFKA_LATENCY_CONSUMER_CONFIG", "fetch.wait.max.ms", "entry 'fetch.wait.max.ms'"),
+        ("SAODF_KAFKA_LATENCY_CONSUMER_CONFIG", "=5", "entry '=5' is invalid"),
+    ],
+)
+def test_latency_config_rejects_bad_env(settings, monkeypatch, name, value, message):
+    from saodf.errors import ConfigError
+    from streaming.kafka import latency_consumer_config
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        latency_consumer_config(settings, "g1")

@@ -4,9 +4,10 @@ Each measurement runs against a reference taken in the same run on the same mach
 
 1. Produce -> anomaly decision: a fleet's readings at ``STREAM_RATE`` msg/s through a real
    Tansu broker to ``streaming.anomaly_consumer`` in a child process, which scores them
-   through the gateway service's ``detect_anomaly``; against a bare produce -> consume
-   round trip with the same producer, consumer settings and batch size. Both run with the
-   consumer settings as shipped and with a short ``fetch.wait.max.ms``.
+   with detect_anomaly's code in process; against a bare produce -> consume round trip
+   with the same producer, consumer configuration, poll loop and commits. Two more runs
+   show the detector calling the gateway service over HTTP and the bare round trip with
+   librdkafka's default ``fetch.wait.max.ms``.
 2. ``forecast`` through the gateway on cache hits, p50/p99, against a bare HTTP round
    trip to a trivial ``http.server`` on 127.0.0.1 with the same client (figures only).
 3. The cache-hit path of the ``forecast`` action (``actions.forecast.main`` in this process:
@@ -71,12 +72,10 @@ SENT_HEADER = "bench-sent-ns"
 WARMUP_END_HEADER = "bench-warmup-end"
 # Messages produced before the measured ones, while the consumer joins its group.
 STREAM_WARMUP_SECONDS = 3.0
-# Poll timeout of both consumers in this measurement (the detector service's default is 1 s).
-# consume() returns up to batch_size records, or what has arrived once the timeout ends.
-STREAM_POLL_TIMEOUT = 0.005
-# Tansu answers a fetch only after fetch.wait.max.ms (librdkafka's default: 500 ms) even
-# when records are waiting; the tuned runs set it to this.
-STREAM_TUNED_FETCH_WAIT_MS = 5
+# librdkafka's default fetch.wait.max.ms, which Tansu waits out on every fetch even when
+# records are waiting. One reference run uses it to show what the shorter wait of
+# streaming.kafka.latency_consumer_config gives.
+LIBRDKAFKA_FETCH_WAIT_MS = 500
 SKAB_COLUMNS = (
     "Accelerometer1RMS",
     "Accelerometer2RMS",
@@ -181,17 +180,6 @@ def _produce_paced(
     return (len(messages) - warmup) / elapsed if elapsed > 0 else float("nan")
 
 
-def _next_offsets(messages: list[Any]) -> list[Any]:
-    """Return one past the last offset of each partition in ``messages``, as the detector commits."""
-    from confluent_kafka import TopicPartition
-
-    last: dict[tuple[str, int], int] = {}
-    for message in messages:
-        key = (message.topic(), message.partition())
-        last[key] = max(last.get(key, -1), message.offset())
-    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in last.items()]
-
-
 def _header(message: Any, name: str) -> bytes | None:
     for key, value in message.headers() or ():
         if key == name:
@@ -224,32 +212,23 @@ def _stream_child(argv: list[str]) -> int:
     """Consume one measured stream in this process and write its latencies as JSON.
 
     ``argv``: mode (``detector`` or ``bare``), result path, ready path, expected count,
-    time limit in seconds, consumer group id, ``fetch.wait.max.ms`` (0: the client default),
-    topic.
+    time limit in seconds, consumer group id, ``fetch.wait.max.ms`` (0: the shipped
+    configuration), topic, detector (``in_process`` or ``gateway``).
     """
     from confluent_kafka import Consumer, KafkaError
 
     from saodf.config import get_settings
     from saodf.log import configure_logging
-    from streaming.anomaly_consumer import ConsumerOptions
+    from streaming.anomaly_consumer import ConsumerOptions, OffsetCommitter
     from streaming.anomaly_consumer import run as run_detector
-    from streaming.kafka import consumer_config
+    from streaming.kafka import latency_consumer_config, poll_batch
 
-    mode, result_path, ready, expected, limit, group, fetch_wait_ms, topic = argv
+    mode, result_path, ready, expected, limit, group, fetch_wait_ms, topic, detector = argv
     configure_logging(os.environ.get("SAODF_LOG_LEVEL", "WARNING"))
     settings = get_settings().with_overrides(topic_raw=topic)
     overrides = {"fetch.wait.max.ms": int(fetch_wait_ms)} if int(fetch_wait_ms) else {}
-    if overrides:
-        # The detector builds its consumer with streaming.kafka.consumer_config and takes no
-        # client overrides, so this process gives it the same one the bare consumer gets.
-        import streaming.anomaly_consumer as detector_module
-
-        def tuned_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
-            return consumer_config(settings, group_id, **{**overrides, **extra})
-
-        detector_module.consumer_config = tuned_config
     log = _LatencyLog(Path(ready), int(expected))
-    options = ConsumerOptions(group_id=group, poll_timeout=STREAM_POLL_TIMEOUT)
+    options = ConsumerOptions(group_id=group, detector=detector, kafka_overrides=overrides)
     started = time.monotonic()
     if mode == "detector":
         options.on_decisions = lambda messages, _results: log.record(messages)
@@ -261,25 +240,27 @@ def _stream_child(argv: list[str]) -> int:
             "batches": stats.batches,
         }
     else:
-        # The detector's loop without the action call: same consumer settings, batch size,
-        # poll timeout and synchronous commit after each batch.
-        consumer = Consumer(consumer_config(settings, group, **overrides))
+        # The detector's loop without the detection: same consumer configuration, batch
+        # size, poll and offset commits.
+        consumer = Consumer(latency_consumer_config(settings, group, **overrides))
         consumer.subscribe([topic])
+        committer = OffsetCommitter(consumer, options.commit_interval)
         batches = consumed = 0
         try:
             while not log.done.is_set() and time.monotonic() - started < float(limit):
                 batch = [
                     message
-                    for message in consumer.consume(options.batch_size, options.poll_timeout)
+                    for message in poll_batch(consumer, options.batch_size, options.poll_timeout)
                     if message.error() is None
                     or message.error().code() != KafkaError._PARTITION_EOF
                 ]
                 if not batch:
                     continue
                 log.record(batch)
-                consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+                committer.add(batch)
                 batches += 1
                 consumed += len(batch)
+            committer.commit(asynchronous=False)
         finally:
             consumer.close()
         counts = {"consumed": consumed, "batches": batches}
@@ -296,6 +277,7 @@ def _stream_phase(
     warmup: int,
     work: Path,
     fetch_wait_ms: int = 0,
+    detector: str = "in_process",
 ) -> dict[str, Any]:
     """Run one consumer child (detector or bare) while producing ``messages`` at the rate."""
     import subprocess
@@ -307,7 +289,7 @@ def _stream_phase(
     from streaming.kafka import ensure_topics
 
     work.mkdir(parents=True, exist_ok=True)
-    name = f"{mode}-{fetch_wait_ms}"
+    name = f"{mode}-{detector}-{fetch_wait_ms}"
     result_path, ready = work / f"{name}.json", work / f"{name}.ready"
     expected = len(messages) - warmup
     limit = expected / STREAM_RATE + 90
@@ -318,6 +300,7 @@ def _stream_phase(
     ensure_topics(settings, [topic])
     argv = [sys.executable, "-m", "bench.realtime", "stream-child", mode, str(result_path)]
     argv += [str(ready), str(expected), f"{limit:.0f}", group, str(fetch_wait_ms), topic]
+    argv.append(detector)
     child = subprocess.Popen(  # noqa: S603
         argv, cwd=PROJECT_ROOT, env={**os.environ, **saodf_env(settings)}
     )
@@ -352,12 +335,21 @@ def _stream_phase(
     }
 
 
+# Stream runs: (label, mode, detector, fetch.wait.max.ms with 0 for the shipped configuration).
+# The first two are the measurement and its reference; the others show what the in-process
+# detector and the short fetch wait each give.
+STREAM_RUNS = (
+    ("bare", "bare", "in_process", 0),
+    ("detector", "detector", "in_process", 0),
+    ("gateway_detector", "detector", "gateway", 0),
+    ("bare_fetch_wait_500", "bare", "in_process", LIBRDKAFKA_FETCH_WAIT_MS),
+)
+
+
 def measure_stream(settings: Settings, seconds: float, devices: int = 2000) -> dict[str, Any]:
     """Time produce -> detector decision and a bare produce -> consume at ``STREAM_RATE``.
 
-    Both run twice: with the consumer settings of ``streaming.kafka.consumer_config`` as
-    they are (``default``) and with ``fetch.wait.max.ms`` set to
-    ``STREAM_TUNED_FETCH_WAIT_MS`` (``tuned``).
+    Runs each entry of ``STREAM_RUNS`` in turn on a topic of its own.
     """
     from streaming.kafka import ensure_topics
 
@@ -366,11 +358,8 @@ def measure_stream(settings: Settings, seconds: float, devices: int = 2000) -> d
     messages = fleet_readings(settings.data_dir, devices, warmup + int(seconds * STREAM_RATE))
     work = settings.home / "bench-stream"
     runs: dict[str, Any] = {"devices": devices}
-    for label, fetch_wait_ms in (("default", 0), ("tuned", STREAM_TUNED_FETCH_WAIT_MS)):
-        runs[label] = {
-            mode: _stream_phase(settings, mode, messages, warmup, work, fetch_wait_ms)
-            for mode in ("bare", "detector")
-        }
+    for label, mode, detector, fetch_wait_ms in STREAM_RUNS:
+        runs[label] = _stream_phase(settings, mode, messages, warmup, work, fetch_wait_ms, detector)
     return runs
 
 
@@ -739,17 +728,29 @@ def _run_monitor(monitor: Any, stop: threading.Event, totals: dict[str, int]) ->
 
 
 def _stream_figures(runs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
-    figures, reference, ratios, goals = {}, {}, {}, {}
-    for label in ("default", "tuned"):
-        bare, detector = runs[label]["bare"], runs[label]["detector"]
-        figures[f"stream_{label}_decision_p50_ms"] = detector["p50_ms"]
-        figures[f"stream_{label}_decision_p99_ms"] = detector["p99_ms"]
-        reference[f"stream_{label}_bare_roundtrip_p50_ms"] = bare["p50_ms"]
-        reference[f"stream_{label}_bare_roundtrip_p99_ms"] = bare["p99_ms"]
-        ratio = round(detector["p99_ms"] / bare["p99_ms"], 2)
-        ratios[f"stream_{label}_decision_p99_over_bare_p99"] = ratio
-        goals[f"stream_{label}_decision_p99_over_bare_p99"] = harness.goal(2.0, ratio, "min")
-        goals[f"stream_{label}_decision_p99_ms"] = harness.goal(50.0, detector["p99_ms"], "min")
+    bare, detector, gateway = runs["bare"], runs["detector"], runs["gateway_detector"]
+    slow_fetch = runs["bare_fetch_wait_500"]
+    figures = {
+        "stream_decision_p50_ms": detector["p50_ms"],
+        "stream_decision_p99_ms": detector["p99_ms"],
+        "stream_gateway_decision_p50_ms": gateway["p50_ms"],
+        "stream_gateway_decision_p99_ms": gateway["p99_ms"],
+    }
+    reference = {
+        "stream_bare_roundtrip_p50_ms": bare["p50_ms"],
+        "stream_bare_roundtrip_p99_ms": bare["p99_ms"],
+        "stream_fetch_wait_500_bare_roundtrip_p50_ms": slow_fetch["p50_ms"],
+        "stream_fetch_wait_500_bare_roundtrip_p99_ms": slow_fetch["p99_ms"],
+    }
+    ratio = round(detector["p99_ms"] / bare["p99_ms"], 2)
+    ratios = {
+        "stream_decision_p99_over_bare_p99": ratio,
+        "stream_gateway_decision_p99_over_bare_p99": round(gateway["p99_ms"] / bare["p99_ms"], 2),
+    }
+    goals = {
+        "stream_decision_p99_over_bare_p99": harness.goal(2.0, ratio, "min"),
+        "stream_decision_p99_ms": harness.goal(50.0, detector["p99_ms"], "min"),
+    }
     return figures, reference, ratios, goals
 
 
@@ -820,25 +821,27 @@ def run(settings: Settings, quick: bool) -> dict:
             ),
         }
     )
-    default_stream, tuned_stream = stream["default"], stream["tuned"]
+    from streaming.anomaly_consumer import ConsumerOptions
+
+    runs_text = "; ".join(f"{label} {stream[label]}" for label, *_ in STREAM_RUNS)
     notes = [
         f"(1) stream: a fleet of {STREAM_DEVICES} devices reading once a second (SKAB valve1 "
         f"rows, 8 metrics each) produced at {STREAM_RATE:g} msg/s for {sizes.stream_seconds:g} s "
         f"after {STREAM_WARMUP_SECONDS:g} s of warm-up, with streaming.kafka.producer_config "
-        "(acks=all, idempotence, linger.ms=5), one topic of one partition per phase on one "
+        "(acks=all, idempotence, linger.ms=5), one topic of one partition per run on one "
         "Tansu broker. Latency: from just before the producer's produce() call (a "
         "monotonic-clock header) to the moment the detector process has detect_anomaly's "
-        "result for the reading, before anomalies are produced and the offset is committed "
-        "(streaming.anomaly_consumer.run in a child process, calling the gateway service and "
-        "its runtime, which score in redis-server). Reference: the same messages, producer "
-        "and consumer settings, batch size 500 and poll timeout "
-        f"{STREAM_POLL_TIMEOUT:g} s in a child process that only consumes and commits; "
-        "latency to the return of consume()",
-        "(1) default: the consumer settings as streaming.kafka.consumer_config builds them; "
-        "Tansu holds every fetch for fetch.wait.max.ms (librdkafka default 500 ms) even when "
-        f"records wait. tuned: fetch.wait.max.ms={STREAM_TUNED_FETCH_WAIT_MS} for both "
-        "consumers. Runs: "
-        f"default {default_stream}; tuned {tuned_stream}",
+        "result for the reading, before anomalies are produced and offsets are committed "
+        "(streaming.anomaly_consumer.run in a child process with its options as shipped: "
+        "the in-process detector scoring in redis-server, "
+        "streaming.kafka.latency_consumer_config, poll_batch with batch size 500, "
+        f"asynchronous commits every {ConsumerOptions().commit_interval:g} s). Reference: the same messages, producer, consumer "
+        "configuration, poll loop and commits in a child process that only consumes; latency "
+        "to the return of poll_batch",
+        "(1) gateway_detector: the detector calling the gateway service's detect_anomaly over "
+        "HTTP (one runtime process) instead of in process. bare_fetch_wait_500: the "
+        f"reference with librdkafka's default fetch.wait.max.ms={LIBRDKAFKA_FETCH_WAIT_MS}, "
+        "which Tansu waits out on every fetch. Runs: " + runs_text,
         "(gateway) "
         f"{sizes.gateway_requests} sequential blocking forecast calls (result=true) on cache "
         "hits through an in-process gateway with one runtime process, keep-alive requests "
@@ -877,6 +880,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] != ["stream-child"]:
         raise SystemExit(
-            "usage: python -m bench.realtime stream-child MODE RESULT READY N LIMIT GROUP"
+            "usage: python -m bench.realtime stream-child MODE RESULT READY N LIMIT GROUP "
+            "FETCH_WAIT_MS TOPIC DETECTOR"
         )
     raise SystemExit(_stream_child(sys.argv[2:]))

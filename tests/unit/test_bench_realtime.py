@@ -77,9 +77,27 @@ def test_latency_log_done_at_expected(tmp_path):
 
 
 def test_next_offsets_one_past_last():
+    from streaming.anomaly_consumer import _next_offsets
+
     messages = [FakeMessage(4), FakeMessage(9), FakeMessage(2, partition_value=1)]
-    offsets = {(tp.partition, tp.offset) for tp in realtime._next_offsets(messages)}
+    offsets = {(tp.partition, tp.offset) for tp in _next_offsets(messages)}
     assert offsets == {(0, 10), (1, 3)}
+
+
+def test_stream_figures_goals_on_detector():
+    runs = {
+        "bare": {"p50_ms": 5.0, "p99_ms": 20.0},
+        "detector": {"p50_ms": 10.0, "p99_ms": 30.0},
+        "gateway_detector": {"p50_ms": 40.0, "p99_ms": 90.0},
+        "bare_fetch_wait_500": {"p50_ms": 250.0, "p99_ms": 500.0},
+    }
+    figures, reference, ratios, goals = realtime._stream_figures(runs)
+    assert figures["stream_decision_p99_ms"] == 30.0
+    assert reference["stream_fetch_wait_500_bare_roundtrip_p99_ms"] == 500.0
+    assert ratios["stream_decision_p99_over_bare_p99"] == 1.5
+    assert ratios["stream_gateway_decision_p99_over_bare_p99"] == 4.5
+    assert goals["stream_decision_p99_over_bare_p99"]["met"] is True
+    assert goals["stream_decision_p99_ms"]["met"] is True
 
 
 @pytest.mark.integration
@@ -96,8 +114,13 @@ def test_stream_phases_time_every_message(kafka_bootstrap, redis_server, session
             mode: realtime._stream_phase(settings, mode, messages, 200, work, 5)
             for mode in ("bare", "detector")
         }
+        results["gateway"] = realtime._stream_phase(
+            settings, "detector", messages, 200, work, 0, "gateway"
+        )
     finally:
         gateway.close()
     assert results["bare"]["received"] == 1000
     assert results["detector"]["received"] == 1000
     assert results["detector"]["dead_lettered"] == 0
+    assert results["gateway"]["received"] == 1000
+    assert results["gateway"]["dead_lettered"] == 0

@@ -176,3 +176,26 @@ def audit_watch(
     typer.echo(f"{count} alerts", err=True)
     if count:
         raise typer.Exit(code=3)
+
+
+CLOUDTRAIL_PATHS = typer.Argument(..., help="CloudTrail log files or folders (.json, .json.gz).")
+
+
+@audit_app.command("cloudtrail")
+def audit_cloudtrail(
+    path: list[Path] = CLOUDTRAIL_PATHS,
+):
+    """Run the detection rules over CloudTrail logs of the aws target; exit 3 on alerts."""
+    from saodf.audit_cloudtrail import read_cloudtrail
+    from saodf.audit_tools import detect, rule_config
+
+    missing = [str(p) for p in path if not p.exists()]
+    if missing:
+        _fail(FileNotFoundError(f"no such CloudTrail log or folder: {', '.join(missing)}"))
+    records = read_cloudtrail(path)
+    alerts = detect(records, rule_config(get_settings()))
+    for alert in alerts:
+        typer.echo(json.dumps(alert.to_dict()))
+    typer.echo(f"{len(records)} CloudTrail records, {len(alerts)} alerts", err=True)
+    if alerts:
+        raise typer.Exit(code=3)

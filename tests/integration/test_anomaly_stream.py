@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from streaming.anomaly_consumer import IN_PROCESS, ConsumerOptions, run
 from streaming.kafka import consumer_config, ensure_topics, producer_config
 
 pytestmark = pytest.mark.integration
+logger = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
@@ -210,26 +212,25 @@ def test_in_process_spike_reaches_anomalies(kafka_bootstrap, redis_server, sessi
 
 
 # Consumer child for the crash test: the settings of its environment on a topic of its own.
+# A pause after each batch's decisions keeps it busy long enough to be killed mid-stream.
 _CHILD = """
 import sys
+import time
 from saodf.config import get_settings
-from streaming.anomaly_consumer import IN_PROCESS, ConsumerOptions, run
+from streaming.anomaly_consumer import ConsumerOptions, run
 
 settings = get_settings().with_overrides(topic_raw=sys.argv[1])
 options = ConsumerOptions(
     group_id=sys.argv[2], batch_size=20, detector="in_process", commit_interval=0,
-    detector_params={"warmup": 20},
+    detector_params={"warmup": 20}, on_decisions=lambda messages, results: time.sleep(0.3),
 )
 run(settings, options, max_seconds=120)
 """
 
 
-def _committed(settings, group: str, topic: str) -> int:
-    consumer = Consumer(consumer_config(settings, group))
-    try:
-        (partition,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
-    finally:
-        consumer.close()
+def _committed(watcher: Consumer, topic: str) -> int:
+    # committed() asks the group coordinator without joining the group.
+    (partition,) = watcher.committed([TopicPartition(topic, 0)], timeout=10)
     return partition.offset
 
 
@@ -259,14 +260,16 @@ def test_crash_resumes_from_committed(kafka_bootstrap, redis_server, session_set
         cwd=PROJECT_ROOT,
         env={**os.environ, **saodf_env(settings)},
     )
+    watcher = Consumer(consumer_config(settings, group))
     try:
         deadline = time.monotonic() + 60
-        while _committed(settings, group, topic) < 40 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while _committed(watcher, topic) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         child.kill()
         child.wait(10)
-    committed_at_crash = _committed(settings, group, topic)
+    committed_at_crash = _committed(watcher, topic)
+    logger.info("crash test: %d of 200 offsets committed at the kill", committed_at_crash)
     assert committed_at_crash >= 40
 
     _produce(settings, _crash_readings(device_id, range(200, 300), spike_at=299))
@@ -279,6 +282,7 @@ def test_crash_resumes_from_committed(kafka_bootstrap, redis_server, session_set
         lambda records: any(r["message"]["device_id"] == device_id for r in records),
     )
     assert stats.consumed == 300 - committed_at_crash
-    assert _committed(settings, group, topic) == 300
+    assert _committed(watcher, topic) == 300
+    watcher.close()
     spikes = [r for r in anomalies if r["message"]["device_id"] == device_id]
     assert [r["message"]["temperature"] for r in spikes] == [105.0]

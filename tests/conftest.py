@@ -148,3 +148,49 @@ def gateway_url(session_settings, redis_server, mlflow_uri) -> str:
     spec = _run_service(services.gateway_spec(session_settings))
     yield session_settings.gateway_url
     process.stop(spec)
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    """Migrate the Airflow metadata DB of this session's AIRFLOW_HOME, for ``dag.test()``."""
+    import subprocess
+
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [services.find_binary("airflow"), "db", "migrate"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return os.environ["AIRFLOW_HOME"]
+
+
+@pytest.fixture
+def moto_recorder(moto_endpoint):
+    """Return the JSON bodies that moto_server received during the test, by X-Amz-Target."""
+    import base64
+    import json
+
+    import requests
+
+    base = f"{moto_endpoint}/moto-api/recorder"
+    requests.post(f"{base}/reset-recording", timeout=10)
+    requests.post(f"{base}/start-recording", timeout=10)
+
+    def received(target: str) -> list[dict]:
+        text = requests.get(f"{base}/download-recording", timeout=30).text
+        bodies = []
+        for line in text.splitlines():
+            entry = json.loads(line)
+            if entry["headers"].get("X-Amz-Target") != target:
+                continue
+            body = entry["body"]
+            if entry["body_encoded"]:
+                body = base64.b64decode(body).decode()
+            bodies.append(json.loads(body))
+        return bodies
+
+    yield received
+    requests.post(f"{base}/stop-recording", timeout=10)

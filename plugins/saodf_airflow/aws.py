@@ -111,6 +111,36 @@ class DeepARTrainingOperator(SageMakerTrainingOperator):
         }
 
 
+def _prepare_inference(operator, context, stage: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Fill ``operator`` with its group's inference request; skip a group of the other mode."""
+    from saodf import aws_pipeline
+
+    names = _training_names(operator.trained)
+    kwargs, entry = aws_pipeline.group_job_kwargs(
+        operator.scope,
+        stage,
+        operator.group,
+        context["ti"].try_number,
+        training_job_names=names,
+    )
+    _skip_other_mode(kwargs, entry, operator.group)
+    _apply(operator, kwargs)
+    return entry, names
+
+
+def _inference_result(group, mode, job_name, model_name, entry, started) -> dict[str, Any]:
+    from saodf import aws_pipeline
+
+    return {
+        "group": group,
+        "mode": mode,
+        "job_name": job_name,
+        "model_name": model_name,
+        "output": aws_pipeline.inference_output_url(entry, mode, job_name),
+        "seconds": time.monotonic() - started,
+    }
+
+
 class DeepARTransformOperator(SageMakerTransformOperator):
     """Forecast one group with a SageMaker batch transform job of its trained model."""
 
@@ -123,28 +153,17 @@ class DeepARTransformOperator(SageMakerTransformOperator):
         self.trained = trained
 
     def execute(self, context) -> dict[str, Any]:
-        from saodf import aws_pipeline
-
         started = time.monotonic()
-        kwargs, entry = aws_pipeline.group_job_kwargs(
-            self.scope,
-            "transform",
-            self.group,
-            context["ti"].try_number,
-            training_job_names=_training_names(self.trained),
-        )
-        _skip_other_mode(kwargs, entry, self.group)
-        _apply(self, kwargs)
+        entry, _ = _prepare_inference(self, context, "transform")
         super().execute(context)
-        name = self.config["Transform"]["TransformJobName"]
-        return {
-            "group": self.group,
-            "mode": "transform",
-            "job_name": name,
-            "model_name": self.config["Model"]["ModelName"],
-            "output": aws_pipeline.inference_output_url(entry, "transform", name),
-            "seconds": time.monotonic() - started,
-        }
+        return _inference_result(
+            self.group,
+            "transform",
+            self.config["Transform"]["TransformJobName"],
+            self.config["Model"]["ModelName"],
+            entry,
+            started,
+        )
 
 
 class SpotInferenceOperator(SageMakerTrainingOperator):
@@ -159,26 +178,14 @@ class SpotInferenceOperator(SageMakerTrainingOperator):
         self.trained = trained
 
     def execute(self, context) -> dict[str, Any]:
-        from saodf import aws_pipeline
-
         started = time.monotonic()
-        names = _training_names(self.trained)
-        kwargs, entry = aws_pipeline.group_job_kwargs(
-            self.scope,
-            "spot_inference",
-            self.group,
-            context["ti"].try_number,
-            training_job_names=names,
-        )
-        _skip_other_mode(kwargs, entry, self.group)
-        _apply(self, kwargs)
+        entry, names = _prepare_inference(self, context, "spot_inference")
         super().execute(context)
-        name = self.config["TrainingJobName"]
-        return {
-            "group": self.group,
-            "mode": "spot_training",
-            "job_name": name,
-            "model_name": names.get(self.group, entry["inference_model_from"]),
-            "output": aws_pipeline.inference_output_url(entry, "spot_training", name),
-            "seconds": time.monotonic() - started,
-        }
+        return _inference_result(
+            self.group,
+            "spot_training",
+            self.config["TrainingJobName"],
+            names.get(self.group, entry["inference_model_from"]),
+            entry,
+            started,
+        )

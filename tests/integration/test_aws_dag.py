@@ -11,10 +11,8 @@ batch stack, done marker.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import subprocess
 import sys
 import tarfile
 import uuid
@@ -31,23 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOGICAL_DATE = datetime(2020, 2, 8, 16, tzinfo=timezone.utc)
 GLUE_ROLE = "arn:aws:iam::123456789012:role/saodf-glue"
 SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/saodf-sagemaker"
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    import os
-
-    from saodf.stack.services import find_binary
-
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [find_binary("airflow"), "db", "migrate"],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.fixture(params=["transform", "spot_training"])
@@ -104,32 +85,6 @@ def aws_target(request, saodf_env, moto_endpoint, monkeypatch):
     reset_settings()
 
 
-@pytest.fixture
-def recorder(moto_endpoint):
-    """Return the bodies of the JSON API requests that moto_server receives during the test."""
-    import requests
-
-    base = f"{moto_endpoint}/moto-api/recorder"
-    requests.post(f"{base}/reset-recording", timeout=10)
-    requests.post(f"{base}/start-recording", timeout=10)
-
-    def received(target: str) -> list[dict]:
-        text = requests.get(f"{base}/download-recording", timeout=30).text
-        bodies = []
-        for line in text.splitlines():
-            entry = json.loads(line)
-            if entry["headers"].get("X-Amz-Target") != target:
-                continue
-            body = entry["body"]
-            if entry["body_encoded"]:
-                body = base64.b64decode(body).decode()
-            bodies.append(json.loads(body))
-        return bodies
-
-    yield received
-    requests.post(f"{base}/stop-recording", timeout=10)
-
-
 def _put(aws, url: str, payload: bytes) -> None:
     key = url.removeprefix(f"s3://{aws['bucket']}/")
     aws["s3"].put_object(Bucket=aws["bucket"], Key=key, Body=payload)
@@ -184,7 +139,7 @@ def stage_job_outputs(aws, scope: dict) -> dict:
 
 
 def test_aws_dag_sends_exact_job_requests(
-    airflow_db, aws_target, recorder, redis_server, mlflow_uri
+    airflow_db, aws_target, moto_recorder, redis_server, mlflow_uri
 ):
     from airflow.models import DagBag
 
@@ -210,21 +165,21 @@ def test_aws_dag_sends_exact_job_requests(
     )
     assert {state for (task, _), state in states.items() if task == skipped} == {"skipped"}
 
-    (job,) = recorder("AWSGlue.CreateJob")
-    (job_run,) = recorder("AWSGlue.StartJobRun")
+    (job,) = moto_recorder("AWSGlue.CreateJob")
+    (job_run,) = moto_recorder("AWSGlue.StartJobRun")
     assert job["Command"] == glue["create_job_kwargs"]["Command"]
     assert job["DefaultArguments"] == glue["create_job_kwargs"]["DefaultArguments"]
     assert job["Role"] == GLUE_ROLE
     assert job_run["Arguments"] == glue["script_args"]
 
     assert len(configs[aws_target["mode"].replace("_training", "_inference")]) == 1
-    trainings = recorder("SageMaker.CreateTrainingJob")
+    trainings = moto_recorder("SageMaker.CreateTrainingJob")
     expected_training = [json.loads(json.dumps(k["config"])) for k in configs["training"]]
     expected_spot = [json.loads(json.dumps(k["config"])) for k in configs["spot_inference"]]
     assert sorted(trainings, key=lambda b: b["TrainingJobName"]) == sorted(
         expected_training + expected_spot, key=lambda b: b["TrainingJobName"]
     )
-    transforms = recorder("SageMaker.CreateTransformJob")
+    transforms = moto_recorder("SageMaker.CreateTransformJob")
     assert transforms == [
         json.loads(json.dumps(k["config"]["Transform"])) for k in configs["transform"]
     ]

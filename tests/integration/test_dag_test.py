@@ -6,8 +6,6 @@ real Redis and MLflow server. Airflow uses a throwaway SQLite metadata DB.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 
@@ -48,22 +46,6 @@ def write_raw(settings, limit: int | None = None, device: str = DEVICE) -> int:
             table, lake.raw_partition_url(settings.lake_url, device, hour) + "/" + name
         )
     return int(frame["kafka_offset"].nunique())
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    from saodf.stack.services import find_binary
-
-    result = subprocess.run(
-        [find_binary("airflow"), "db", "migrate"],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return os.environ["AIRFLOW_HOME"]
 
 
 def test_dag_test_full_pipeline(airflow_db, saodf_env, redis_server, mlflow_uri):

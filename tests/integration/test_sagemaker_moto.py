@@ -4,7 +4,6 @@ moto accepts almost any request, so the tests read back what the server received
 through moto's request recorder and compare it with the configs, key by key.
 """
 
-import base64
 import json
 import uuid
 from pathlib import Path
@@ -71,32 +70,6 @@ def prepared(aws, tmp_path):
     return f"s3://{aws['bucket']}/{prefix}"
 
 
-@pytest.fixture
-def recorder(aws):
-    """Record the requests moto_server receives while the test runs."""
-    import requests
-
-    base = f"{aws['endpoint']}/moto-api/recorder"
-    requests.post(f"{base}/reset-recording", timeout=10)
-    requests.post(f"{base}/start-recording", timeout=10)
-
-    def received(target: str) -> list[dict]:
-        text = requests.get(f"{base}/download-recording", timeout=10).text
-        bodies = []
-        for line in text.splitlines():
-            entry = json.loads(line)
-            if entry["headers"].get("X-Amz-Target") != f"SageMaker.{target}":
-                continue
-            body = entry["body"]
-            if entry["body_encoded"]:
-                body = base64.b64decode(body).decode()
-            bodies.append(json.loads(body))
-        return bodies
-
-    yield received
-    requests.post(f"{base}/stop-recording", timeout=10)
-
-
 def _job(aws, **changes):
     return AwsJobSettings(
         role_arn=ROLE,
@@ -122,7 +95,7 @@ def _settings():
     return Settings.from_env()
 
 
-def test_training_request_exact(aws, prepared, recorder):
+def test_training_request_exact(aws, prepared, moto_recorder):
     from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 
     run_key = f"interval-{uuid.uuid4().hex[:8]}"
@@ -131,7 +104,7 @@ def test_training_request_exact(aws, prepared, recorder):
     expected = json.loads(json.dumps(kwargs["config"]))
     _run(SageMakerTrainingOperator, kwargs, "train")
 
-    (sent,) = recorder("CreateTrainingJob")
+    (sent,) = moto_recorder("SageMaker.CreateTrainingJob")
     described = aws["sagemaker"].describe_training_job(TrainingJobName=expected["TrainingJobName"])
     assert sent == expected
     assert sent["EnableManagedSpotTraining"] is True
@@ -141,7 +114,7 @@ def test_training_request_exact(aws, prepared, recorder):
     assert described["HyperParameters"] == expected["HyperParameters"]
 
 
-def test_training_retry_uses_new_name(aws, prepared, recorder):
+def test_training_retry_uses_new_name(aws, prepared, moto_recorder):
     from airflow.exceptions import AirflowException
     from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 
@@ -154,12 +127,12 @@ def test_training_retry_uses_new_name(aws, prepared, recorder):
     retry = aws_task_configs(prepared, run_key, 2, _settings(), job=_job(aws))["training"][0]
     _run(SageMakerTrainingOperator, retry, "train")
 
-    names = [body["TrainingJobName"] for body in recorder("CreateTrainingJob")]
+    names = [body["TrainingJobName"] for body in moto_recorder("SageMaker.CreateTrainingJob")]
     assert names == [first["config"]["TrainingJobName"], retry["config"]["TrainingJobName"]]
     assert names[1].endswith("-t2")
 
 
-def test_transform_request_exact(aws, prepared, recorder):
+def test_transform_request_exact(aws, prepared, moto_recorder):
     from airflow.providers.amazon.aws.operators.sagemaker import (
         SageMakerTrainingOperator,
         SageMakerTransformOperator,
@@ -174,8 +147,8 @@ def test_transform_request_exact(aws, prepared, recorder):
     expected = json.loads(json.dumps(kwargs["config"]))
     _run(SageMakerTransformOperator, kwargs, "transform")
 
-    (model,) = recorder("CreateModel")
-    (transform,) = recorder("CreateTransformJob")
+    (model,) = moto_recorder("SageMaker.CreateModel")
+    (transform,) = moto_recorder("SageMaker.CreateTransformJob")
     training_name = configs["groups"]["5min"]["training_job_name"]
     described = aws["sagemaker"].describe_training_job(TrainingJobName=training_name)
     assert model == expected["Model"]
@@ -190,7 +163,7 @@ def test_transform_request_exact(aws, prepared, recorder):
     )
 
 
-def test_spot_inference_request_exact(aws, prepared, recorder):
+def test_spot_inference_request_exact(aws, prepared, moto_recorder):
     from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 
     run_key = f"interval-{uuid.uuid4().hex[:8]}"
@@ -212,7 +185,7 @@ def test_spot_inference_request_exact(aws, prepared, recorder):
     expected = json.loads(json.dumps(kwargs["config"]))
     _run(SageMakerTrainingOperator, kwargs, "spot_inference")
 
-    training, inference = recorder("CreateTrainingJob")
+    training, inference = moto_recorder("SageMaker.CreateTrainingJob")
     key = script_url.removeprefix(f"s3://{aws['bucket']}/")
     staged = aws["s3"].get_object(Bucket=aws["bucket"], Key=key)["Body"].read()
     assert inference == expected

@@ -10,8 +10,6 @@ the surviving resources are named.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import boto3
 import pytest
@@ -23,22 +21,6 @@ from saodf.stack.process import free_port
 from saodf.teardown import TerraformSetup
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def airflow_db():
-    from saodf.stack.services import find_binary
-
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [find_binary("airflow"), "db", "migrate"],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return os.environ["AIRFLOW_HOME"]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import fsspec
 import pytest
 
 from saodf.config import PROJECT_ROOT
-from tests.integration.test_dag_test import DEVICE, airflow_db, write_raw  # noqa: F401
+from tests.integration.test_dag_test import DEVICE, write_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,7 +19,7 @@ LOGICAL_DATE = datetime(2020, 2, 8, 16, tzinfo=timezone.utc)
 
 
 def test_tenant_dag_stays_in_tenant(
-    airflow_db,  # noqa: F811
+    airflow_db,
     saodf_env,
     redis_server,
     mlflow_uri,

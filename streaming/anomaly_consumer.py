@@ -25,6 +25,7 @@ Usage: ``python -m streaming.anomaly_consumer`` (settings from the SAODF_* varia
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -437,6 +438,10 @@ def run(
     consumer.subscribe([settings.topic_raw])
     committer = OffsetCommitter(consumer, options.commit_interval)
     stats = ConsumerStats()
+    # Move the objects alive now (modules, clients) out of the collector's view, so a full
+    # collection scans only what the loop allocates. With them, one full collection of the
+    # benchmark's consumer process (about 94,000 objects) took 70-120 ms on 2 loaded cores.
+    gc.freeze()
 
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     logger.info(

@@ -286,3 +286,12 @@ def test_crash_resumes_from_committed(kafka_bootstrap, redis_server, session_set
     watcher.close()
     spikes = [r for r in anomalies if r["message"]["device_id"] == device_id]
     assert [r["message"]["temperature"] for r in spikes] == [105.0]
+
+
+def test_unknown_detector_rejected(session_settings):
+    from saodf.errors import ConfigError
+    from streaming.anomaly_consumer import detector_client
+
+    options = ConsumerOptions(detector="remote")
+    with pytest.raises(ConfigError, match="detector='remote' is invalid; use one of"):
+        detector_client(session_settings, options)

@@ -131,3 +131,90 @@ def test_latency_config_rejects_bad_env(settings, monkeypatch, name, value, mess
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=message):
         latency_consumer_config(settings, "g1")
+
+
+class _FakeConsumer:
+    """The poll, consume and commit calls of a confluent_kafka Consumer, recorded."""
+
+    def __init__(self, queued: list):
+        self.queued = list(queued)
+        self.calls: list[tuple] = []
+        self.commits: list[tuple[list, bool]] = []
+
+    def poll(self, timeout):
+        self.calls.append(("poll", timeout))
+        return self.queued.pop(0) if self.queued else None
+
+    def consume(self, num_messages, timeout):
+        self.calls.append(("consume", num_messages, timeout))
+        taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return taken
+
+    def commit(self, offsets, asynchronous):
+        self.commits.append(([(tp.topic, tp.partition, tp.offset) for tp in offsets], asynchronous))
+
+
+class _Record:
+    def __init__(self, offset: int, partition: int = 0):
+        self._offset = offset
+        self._partition = partition
+
+    def topic(self) -> str:
+        return "telemetry.raw"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_poll_batch_drains_without_waiting():
+    from streaming.kafka import poll_batch
+
+    consumer = _FakeConsumer(["a", "b", "c", "d"])
+    assert poll_batch(consumer, 3, timeout=1.0) == ["a", "b", "c"]
+    assert consumer.calls == [("poll", 1.0), ("consume", 2, 0)]
+
+
+def test_poll_batch_empty_after_timeout():
+    from streaming.kafka import poll_batch
+
+    consumer = _FakeConsumer([])
+    assert poll_batch(consumer, 500, timeout=0.01) == []
+    assert consumer.calls == [("poll", 0.01)]
+
+
+def test_poll_batch_single_message():
+    from streaming.kafka import poll_batch
+
+    consumer = _FakeConsumer(["a", "b"])
+    assert poll_batch(consumer, 1, timeout=1.0) == ["a"]
+    assert consumer.calls == [("poll", 1.0)]
+
+
+def test_committer_every_batch_at_zero():
+    from streaming.anomaly_consumer import OffsetCommitter
+
+    consumer = _FakeConsumer([])
+    committer = OffsetCommitter(consumer, interval=0)
+    committer.add([_Record(4), _Record(9)])
+    committer.add([_Record(10)])
+    assert consumer.commits == [
+        ([("telemetry.raw", 0, 10)], True),
+        ([("telemetry.raw", 0, 11)], True),
+    ]
+
+
+def test_committer_holds_within_interval():
+    from streaming.anomaly_consumer import OffsetCommitter
+
+    consumer = _FakeConsumer([])
+    committer = OffsetCommitter(consumer, interval=3600)
+    committer.add([_Record(4), _Record(2, partition=1)])
+    committer.add([_Record(5)])
+    assert consumer.commits == []
+    committer.commit(asynchronous=False)
+    assert consumer.commits == [([("telemetry.raw", 0, 6), ("telemetry.raw", 1, 3)], False)]
+    committer.commit(asynchronous=False)
+    assert len(consumer.commits) == 1

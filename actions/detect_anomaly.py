@@ -38,6 +38,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from actions.cache import REDIS_UNAVAILABLE_ERRORS, CacheError, DevicePointer, ForecastCache
 from actions.fallback import DegradedLog, EwmaState
 from saodf.config import Settings
@@ -70,7 +72,7 @@ DEFAULTS: dict[str, float] = {
 
 # KEYS: one state hash per update, in reading order; a key may repeat. ARGV: alpha, warmup,
 # threshold, flagged_weight, ttl seconds, then the values of the keys in one space-separated
-# string: one argument instead of one per value halves redis-py's packing work. Returns one string of
+# string, so redis-py encodes about half as many arguments per metric. Returns one string of
 # space-separated "count z" pairs in key order, where count is the number of values before
 # this one: one bulk reply parses far faster in redis-py than an array of thousands of
 # elements. Each value is scored against the state before it, which includes the earlier
@@ -187,16 +189,32 @@ class ForecastBands:
         Raises:
             redis.RedisError: Redis failed or cannot be reached.
         """
-        missing = [
-            device_id for device_id in dict.fromkeys(device_ids) if device_id not in self._entries
-        ]
+        missing = self.unread(device_ids)
         if not missing:
             return
         pipe = self.cache.client.pipeline(transaction=False)
-        for device_id in missing:
+        self.queue_pointer_reads(pipe, missing)
+        self.load(missing, pipe.execute())
+
+    def unread(self, device_ids: list[str]) -> list[str]:
+        """Return the distinct ``device_ids`` whose band was not read yet, in first-seen order."""
+        return [
+            device_id for device_id in dict.fromkeys(device_ids) if device_id not in self._entries
+        ]
+
+    def queue_pointer_reads(self, pipe: Any, device_ids: list[str]) -> None:
+        """Add one HGETALL per device pointer to ``pipe``, for :meth:`load` to parse."""
+        for device_id in device_ids:
             pipe.hgetall(self.cache.device_key(device_id))
+
+    def load(self, device_ids: list[str], pointer_replies: list[Any]) -> None:
+        """Parse the pointers read for ``device_ids``, then read their forecasts in one round trip.
+
+        Raises:
+            redis.RedisError: Redis failed or cannot be reached.
+        """
         pointers: dict[str, DevicePointer] = {}
-        for device_id, fields in zip(missing, pipe.execute(), strict=True):
+        for device_id, fields in zip(device_ids, pointer_replies, strict=True):
             self._entries[device_id] = None
             if not fields:
                 continue
@@ -311,16 +329,20 @@ def _validate(
 
 
 def _score_in_redis(
-    cache: ForecastCache, valid: Scored, params: dict[str, float], namespace: str
+    cache: ForecastCache,
+    valid: Scored,
+    params: dict[str, float],
+    namespace: str,
+    bands: ForecastBands | None = None,
 ) -> list[tuple[int, float]]:
+    """Score ``valid`` in Redis; with ``bands``, read their pointers in the same round trip."""
     keys = [
         cache.key(state_key(message["device_id"], metric, namespace))
         for _, message, metrics in valid
         for metric in metrics
     ]
     values = [repr(message[metric]) for _, message, metrics in valid for metric in metrics]
-    if not keys:
-        return []
+    unread = bands.unread([message["device_id"] for _, message, _ in valid]) if bands else []
     settings_args = [
         params["alpha"],
         int(params["warmup"]),
@@ -328,14 +350,31 @@ def _score_in_redis(
         params["flagged_weight"],
         int(params["state_ttl_seconds"]),
     ]
-    # Direct calls rather than a pipeline: redis-py sends SCRIPT EXISTS before every pipeline
-    # that runs a script, one more round trip than EVALSHA alone for the usual single chunk.
-    script = cache.client.register_script(_BATCH_UPDATE_SCRIPT)
+    chunks = range(0, len(keys), MAX_UPDATES_PER_CALL)
+    # EVALSHA goes into the pipeline as a plain command: redis-py sends SCRIPT EXISTS before
+    # any pipeline that runs a Script object, one round trip more per batch.
+    sha = cache.client.register_script(_BATCH_UPDATE_SCRIPT).sha
+
+    def execute() -> list[Any]:
+        pipe = cache.client.pipeline(transaction=False)
+        for first in chunks:
+            chunk_keys = keys[first : first + MAX_UPDATES_PER_CALL]
+            chunk_values = " ".join(values[first : first + MAX_UPDATES_PER_CALL])
+            pipe.evalsha(sha, len(chunk_keys), *chunk_keys, *settings_args, chunk_values)
+        if bands is not None:
+            bands.queue_pointer_reads(pipe, unread)
+        return pipe.execute()
+
+    try:
+        pipe_replies = execute()
+    except NoScriptError:
+        # Redis restarted or flushed its scripts, so no update of the batch ran: run it again.
+        cache.client.script_load(_BATCH_UPDATE_SCRIPT)
+        pipe_replies = execute()
+    if bands is not None:
+        bands.load(unread, pipe_replies[len(chunks) :])
     replies: list[tuple[int, float]] = []
-    for first in range(0, len(keys), MAX_UPDATES_PER_CALL):
-        last = first + MAX_UPDATES_PER_CALL
-        chunk_values = " ".join(values[first:last])
-        reply = script(keys=keys[first:last], args=[*settings_args, chunk_values])
+    for reply in pipe_replies[: len(chunks)]:
         fields = (reply.decode() if isinstance(reply, bytes) else reply).split(" ")
         replies.extend(
             (int(count), float(z_text))
@@ -428,9 +467,8 @@ def detect(
     """
     params = params or dict(DEFAULTS)
     results, valid = _validate(readings, tenant)
-    replies = _score_in_redis(cache, valid, params, namespace)
     bands = ForecastBands(cache, forecast_metric, params["band_factor"])
-    bands.prefetch([message["device_id"] for _, message, _ in valid])
+    replies = _score_in_redis(cache, valid, params, namespace, bands)
     return _assemble(results, valid, replies, params, bands)
 
 

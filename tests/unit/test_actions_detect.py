@@ -277,3 +277,25 @@ def test_detector_run_reply(cache):
 def test_detector_run_rejects_bad_param(cache):
     with pytest.raises(detect_anomaly.DetectorConfigError, match="alpha=2.0 must be in"):
         detect_anomaly.Detector().run({"reading": {}, "alpha": 2})
+
+
+def test_batch_reloads_flushed_script(cache, saodf_env):
+    import redis
+
+    from saodf.tenants import REDIS_ADMIN_USER, redis_admin_password
+
+    readings = _fleet(devices=2, seconds=30)
+    namespace = uuid.uuid4().hex[:8]
+    first = detect(readings[:30], cache, PARAMS, namespace=f"b{namespace}")
+    admin = redis.Redis(
+        host=saodf_env.redis_host,
+        port=saodf_env.redis_port,
+        username=REDIS_ADMIN_USER,
+        password=redis_admin_password(saodf_env),
+    )
+    admin.script_flush()
+    admin.close()
+    second = detect(readings[30:], cache, PARAMS, namespace=f"b{namespace}")
+    single = _one_at_a_time(readings, cache, f"s{namespace}")
+    batched = first + [{**r, "index": r["index"] + 30} for r in second]
+    assert batched == single

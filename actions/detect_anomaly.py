@@ -76,10 +76,10 @@ DEFAULTS: dict[str, float] = {
 # space-separated "count z" pairs in key order, where count is the number of values before
 # this one: one bulk reply parses far faster in redis-py than an array of thousands of
 # elements. Each value is scored against the state before it, which includes the earlier
-# updates of the same call when a key repeats. The weight is at least 1 / (n + 1), so the first values
-# give their plain mean and variance instead of a bias towards the first one. The standard
-# deviation has a floor of 1e-3 * |mean| + 1e-9, so a metric that was constant so far gives
-# a finite z.
+# updates of the same call when a key repeats. The weight is at least 1 / (n + 1), so the
+# first values give their plain mean and variance instead of a bias towards the first one.
+# The standard deviation has a floor of 1e-3 * |mean| + 1e-9, so a metric that was constant
+# so far gives a finite z.
 _BATCH_UPDATE_SCRIPT = """
 local alpha = tonumber(ARGV[1])
 local warmup = tonumber(ARGV[2])

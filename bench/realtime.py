@@ -832,12 +832,12 @@ def run(settings: Settings, quick: bool) -> dict:
         "Tansu broker. Latency: from just before the producer's produce() call (a "
         "monotonic-clock header) to the moment the detector process has detect_anomaly's "
         "result for the reading, before anomalies are produced and offsets are committed "
-        "(streaming.anomaly_consumer.run in a child process with its options as shipped: "
-        "the in-process detector scoring in redis-server, "
+        "(streaming.anomaly_consumer.run in a child process with the service command's "
+        "defaults: the in-process detector scoring in redis-server, "
         "streaming.kafka.latency_consumer_config, poll_batch with batch size 500, "
-        f"asynchronous commits every {ConsumerOptions().commit_interval:g} s). Reference: the same messages, producer, consumer "
-        "configuration, poll loop and commits in a child process that only consumes; latency "
-        "to the return of poll_batch",
+        f"asynchronous commits every {ConsumerOptions().commit_interval:g} s). Reference: "
+        "the same messages, producer, consumer configuration, poll loop and commits in a "
+        "child process that only consumes; latency to the return of poll_batch",
         "(1) gateway_detector: the detector calling the gateway service's detect_anomaly over "
         "HTTP (one runtime process) instead of in process. bare_fetch_wait_500: the "
         f"reference with librdkafka's default fetch.wait.max.ms={LIBRDKAFKA_FETCH_WAIT_MS}, "

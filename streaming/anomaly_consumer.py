@@ -397,6 +397,10 @@ class OffsetCommitter:
         """
         for offset in _next_offsets(messages):
             self.pending[(offset.topic, offset.partition)] = offset.offset
+        self.commit_if_due()
+
+    def commit_if_due(self) -> None:
+        """Commit the pending offsets asynchronously when ``interval`` has passed."""
         if time.monotonic() - self.last_commit >= self.interval:
             self.commit(asynchronous=True)
 
@@ -465,6 +469,8 @@ def run(
                 elif error.code() != KafkaError._PARTITION_EOF:
                     logger.error("consumer error on %s: %s", settings.topic_raw, error.str())
             if not batch:
+                # An idle stream still commits the offsets held back by the interval.
+                committer.commit_if_due()
                 continue
 
             # process_batch returns only after every produced record was delivered, so the

@@ -218,3 +218,16 @@ def test_committer_holds_within_interval():
     assert consumer.commits == [([("telemetry.raw", 0, 6), ("telemetry.raw", 1, 3)], False)]
     committer.commit(asynchronous=False)
     assert len(consumer.commits) == 1
+
+
+def test_committer_commits_when_due():
+    from streaming.anomaly_consumer import OffsetCommitter
+
+    consumer = _FakeConsumer([])
+    committer = OffsetCommitter(consumer, interval=3600)
+    committer.add([_Record(7)])
+    committer.commit_if_due()
+    assert consumer.commits == []
+    committer.last_commit -= 3600
+    committer.commit_if_due()
+    assert consumer.commits == [([("telemetry.raw", 0, 8)], True)]

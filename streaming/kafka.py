@@ -73,10 +73,10 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
 # waiting, so librdkafka's default of 500 ms adds up to half a second to every read. A short
 # wait costs the broker one fetch per partition per wait. NOTE: on Tansu's memory engine the
 # round trip grows with the partition's length; the cause inside the broker is unmeasured.
-# Measured with bench/realtime.py's bare consumer on 2
-# cores at 2,000 msg/s on one fresh partition for 60 s: 500 ms gave p50 132 ms; 5 ms gave
-# p50 6 ms at first, but the broker saturated after about 40 s (10 s latencies); 10 ms gave
-# p50 8-22 ms, rising with the partition, p99 81 ms; 25 ms gave p50 11-30 ms, p99 61 ms.
+# Measured with bench/realtime.py's bare consumer on 2 cores at 2,000 msg/s on one fresh
+# partition for 60 s: 500 ms gave p50 132 ms; 5 ms gave p50 6 ms at first, but the broker
+# saturated after about 40 s (10 s latencies); 10 ms gave p50 8-22 ms, rising with the
+# partition, p99 81 ms; 25 ms gave p50 11-30 ms, p99 61 ms.
 LATENCY_FETCH_WAIT_MAX_MS = 10
 FETCH_WAIT_ENV = "SAODF_KAFKA_FETCH_WAIT_MAX_MS"
 LATENCY_CONSUMER_CONFIG_ENV = "SAODF_KAFKA_LATENCY_CONSUMER_CONFIG"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -16,6 +16,10 @@ DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 METRIC_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RESERVED_FIELDS = frozenset({"device_id", "timestamp", "schema_version"})
 MAX_METRICS = 64
+# A reading before the Unix epoch or more than a day ahead of the receiving clock comes from a
+# wrong device clock. Historical replays (2013-2020 data) fall inside these bounds.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE_SKEW = timedelta(days=1)
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -49,12 +53,25 @@ def format_timestamp(moment: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def validate_message(message: Any) -> dict[str, Any]:
+def check_timestamp_bounds(moment: datetime, value: Any, now: datetime | None = None) -> None:
+    """Raise InvalidTelemetryError when ``moment`` is before 1970 or over a day ahead of ``now``."""
+    received_at = now if now is not None else datetime.now(timezone.utc)
+    latest = received_at + MAX_FUTURE_SKEW
+    if moment < EARLIEST_TIMESTAMP or moment > latest:
+        raise InvalidTelemetryError(
+            f"timestamp {value!r} is out of range. Send a time from "
+            f"{format_timestamp(EARLIEST_TIMESTAMP)} to {format_timestamp(latest)}, "
+            "at most one day after the receiving clock; fix the device clock"
+        )
+
+
+def validate_message(message: Any, *, now: datetime | None = None) -> dict[str, Any]:
     """Validate one decoded telemetry message and return it normalised.
 
     The result has ``device_id``, ``timestamp`` (UTC, ``Z`` suffix), ``schema_version``
     and the numeric metrics as floats. Raises :class:`InvalidTelemetryError` naming the
-    offending field and value.
+    offending field and value. ``now`` is the receiving clock (default: the current UTC
+    time); timestamps before 1970-01-01 or more than one day after it are rejected.
     """
     if not isinstance(message, dict):
         raise InvalidTelemetryError(
@@ -71,6 +88,7 @@ def validate_message(message: Any) -> dict[str, Any]:
         raise InvalidTelemetryError("timestamp is missing", payload=message)
     try:
         moment = parse_timestamp(message["timestamp"])
+        check_timestamp_bounds(moment, message["timestamp"], now)
     except InvalidTelemetryError as exc:
         raise InvalidTelemetryError(exc.reason, payload=message) from None
     version = message.get("schema_version", SCHEMA_VERSION)
@@ -113,8 +131,8 @@ def validate_message(message: Any) -> dict[str, Any]:
     }
 
 
-def decode_message(raw: bytes | str) -> dict[str, Any]:
-    """Decode JSON bytes and validate them as one telemetry message."""
+def decode_message(raw: bytes | str, *, now: datetime | None = None) -> dict[str, Any]:
+    """Decode JSON bytes and validate them as one telemetry message received at ``now``."""
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -122,7 +140,7 @@ def decode_message(raw: bytes | str) -> dict[str, Any]:
         raise InvalidTelemetryError(
             f"payload is not JSON ({exc}): {preview!r}", payload=raw
         ) from None
-    return validate_message(decoded)
+    return validate_message(decoded, now=now)
 
 
 def encode_message(message: dict[str, Any]) -> bytes:

@@ -800,6 +800,16 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                     HTTPStatus.BAD_REQUEST, f"The request body is not JSON: {exc}.", **rejection
                 )
                 return None
+            except RecursionError:
+                # json.loads recurses once per nesting level, so a body of a few thousand "["
+                # exceeds the interpreter's recursion limit well under the size limit.
+                self._reject(
+                    HTTPStatus.BAD_REQUEST,
+                    f"The request body of {length} bytes nests JSON arrays or objects too deeply "
+                    "to decode; send a flat object of parameters.",
+                    **rejection,
+                )
+                return None
             if not isinstance(params, dict):
                 self._reject(
                     HTTPStatus.BAD_REQUEST,

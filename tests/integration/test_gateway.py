@@ -236,3 +236,23 @@ def test_put_method_not_allowed_json(gateway, auth):
     assert reply.status_code == 405
     assert "not allowed" in reply.json()["error"]
     assert reply.headers["Allow"] == "POST"
+
+
+def test_deeply_nested_body_400(gateway, auth):
+    body = "[" * 2000 + "]" * 2000
+    reply = requests.post(_action_url(gateway, "echo"), data=body, auth=auth, timeout=30)
+    assert reply.status_code == 400
+    assert "too deeply" in reply.json()["error"]
+    records = [json.loads(line) for line in gateway.gateway.audit.path.read_text().splitlines()]
+    rejects = [record for record in records if "too deeply" in str(record.get("reason"))]
+    assert len(rejects) == 1
+    assert rejects[0]["http_status"] == 400
+    assert verify_audit_log(gateway.gateway.audit.path) == len(records)
+
+
+def test_deeply_nested_object_then_serves(gateway, auth):
+    body = '{"x": ' + "[" * 1500 + "]" * 1500 + "}"
+    nested = requests.post(_action_url(gateway, "echo"), data=body, auth=auth, timeout=30)
+    assert nested.status_code == 400
+    reply = requests.post(_action_url(gateway, "echo"), json={"x": 1}, auth=auth, timeout=30)
+    assert reply.status_code == 200

@@ -78,6 +78,8 @@ ROUTE_METHODS = {
 # A batch of readings claiming many other devices gets one audit record per device for the
 # first ones only, so that one request cannot make the gateway fsync a thousand records.
 MAX_AUDITED_CLAIMS = 10
+# A batch is an array of flat reading objects, so two levels. Deeper bodies are rejected whole.
+MAX_NESTING = 8
 
 
 class BatchTooLargeError(InvalidTelemetryError):
@@ -116,6 +118,22 @@ class IngestResult:
         }
 
 
+def _nesting_depth(value: Any, limit: int) -> int:
+    """Return how deeply ``value`` nests lists and dicts, counting no further than ``limit + 1``."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if not isinstance(item, (list, dict)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _split_payload(body: bytes, max_batch: int) -> tuple[list[tuple[Any, bytes]], str | None]:
     """Decode ``body`` into ``(item, raw_item)`` pairs, or return the reason it is invalid.
 
@@ -126,6 +144,14 @@ def _split_payload(body: bytes, max_batch: int) -> tuple[list[tuple[Any, bytes]]
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return [], f"payload is not JSON ({exc})"
+    depth = _nesting_depth(decoded, MAX_NESTING)
+    if depth > MAX_NESTING:
+        # The contract quotes bad values with repr(), and batch items are encoded again. Both
+        # raise RecursionError or TypeError on values nested about 1,000 or 255 levels deep.
+        return [], (
+            f"payload nests arrays or objects more than {MAX_NESTING} levels deep; "
+            "send one flat reading object or an array of them"
+        )
     if isinstance(decoded, dict):
         return [(decoded, body)], None
     if not isinstance(decoded, list):

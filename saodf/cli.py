@@ -232,25 +232,115 @@ def data_fetch(
 @cache_app.command("populate")
 def cache_populate(
     run_key: Optional[str] = typer.Option(
-        None, help="Run key to load (default: the newest finished run)."
+        None,
+        help="Load only this run. By default each device is loaded from the newest finished "
+        "run that forecast it.",
     ),
 ):
-    """Fill the Redis forecast cache again from a finished run's batch-transform output."""
+    """Fill the Redis forecast cache again from the batch-transform output of finished runs."""
     from saodf import pipeline
 
     settings = get_settings()
     try:
-        runs = pipeline.finished_runs(settings)
-        chosen = next((r for r in runs if run_key in (None, r["scope"]["run_key"])), None)
-        if chosen is None:
-            known = ", ".join(r["scope"]["run_key"] for r in runs[:5]) or "none"
-            raise SaodfError(
-                f"no finished run {run_key or ''} in {settings.lake_url}; newest: {known}"
-            )
-        result = pipeline.populate_cache(chosen["scope"], settings)
+        if run_key is None:
+            result = restore_cache(settings)
+        else:
+            runs = _finished_runs(settings)
+            chosen = next((r for r in runs if r["scope"]["run_key"] == run_key), None)
+            if chosen is None:
+                known = ", ".join(r["scope"]["run_key"] for r in runs[:5]) or "none"
+                raise SaodfError(
+                    f"run key {run_key!r} is not a finished run in {settings.lake_url}; "
+                    f"use one of the newest: {known}"
+                )
+            stats = pipeline.populate_cache(chosen["scope"], None)["stats"]
+            result = {"run_key": run_key, **stats, "devices": len(stats["devices"])}
     except SaodfError as exc:
         _fail(exc)
-    typer.echo(json.dumps({"run_key": chosen["scope"]["run_key"], **result["stats"]}, default=str))
+    typer.echo(json.dumps(result, default=str))
+
+
+def _finished_runs(settings) -> list[dict]:
+    """Return the done markers of the default deployment and of every tenant, newest first."""
+    from saodf import pipeline
+    from saodf.tenants import list_tenants, tenant_settings
+
+    markers = list(pipeline.finished_runs(settings))
+    for tenant in list_tenants(settings):
+        markers.extend(pipeline.finished_runs(tenant_settings(tenant, settings)))
+    return sorted(markers, key=lambda marker: marker.get("finished_at", ""), reverse=True)
+
+
+def _forecast_groups(forecasts_url: str) -> list[tuple[str, list[str]]]:
+    """Return each group folder of a run's forecasts with the device ids of its manifest."""
+    import posixpath
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(forecasts_url)
+    if not fs.exists(root):
+        return []
+    groups = []
+    for path in sorted(fs.ls(root, detail=False)):
+        manifest_path = posixpath.join(path, "manifest.json")
+        if not fs.exists(manifest_path):
+            continue
+        with fs.open(manifest_path, "r") as handle:
+            manifest = json.load(handle)
+        devices = [series["device_id"] for series in manifest.get("series", [])]
+        groups.append((fs.unstrip_protocol(path), devices))
+    return groups
+
+
+def restore_cache(settings) -> dict:
+    """Load every device's forecast from the newest finished run that forecast it.
+
+    Runs are chosen newest first, one group folder at a time, and a folder is loaded when
+    it forecast a device that no newer folder covers. The chosen folders are then loaded
+    oldest first, so where they overlap the newest forecast is written last.
+
+    Returns:
+        ``{"devices", "entries", "runs": [run_key, ...], "groups"}``.
+
+    Raises:
+        SaodfError: no run has finished, or a chosen folder cannot be loaded.
+    """
+    from actions.cache import ForecastCache, populate_from_forecasts, redis_client
+    from saodf import pipeline
+    from saodf.tenants import tenant_layout, tenant_settings
+
+    markers = _finished_runs(settings)
+    if not markers:
+        raise SaodfError(
+            f"no finished run in {settings.lake_url}; run the pipeline (saodf demo or "
+            "saodf backfill) first"
+        )
+    covered: set[tuple[str, str]] = set()
+    chosen = []
+    for marker in markers:
+        scope = marker["scope"]
+        tenant = scope.get("tenant") or ""
+        scoped = tenant_settings(tenant, settings) if tenant else settings
+        paths = pipeline.urls(scoped, scope["run_key"])
+        for group_url, devices in _forecast_groups(paths["forecasts"]):
+            keys = {(tenant, device) for device in devices}
+            if keys - covered:
+                chosen.append((scope, scoped, group_url, paths["prepared"]))
+                covered |= keys
+    stats = {"devices": len(covered), "entries": 0, "runs": [], "groups": 0}
+    for scope, scoped, group_url, prepared_url in reversed(chosen):
+        cache = None
+        if scope.get("tenant"):
+            # The tenant's ACL user may only read, so the stack's user writes under the
+            # tenant's key prefix, as the pipeline's populate_cache task does.
+            prefix = tenant_layout(scope["tenant"]).redis_key_prefix
+            cache = ForecastCache(redis_client(settings), key_prefix=prefix)
+        result = populate_from_forecasts(group_url, prepared_url, scoped, cache=cache)
+        stats["entries"] += result["entries"]
+        stats["groups"] += 1
+        if scope["run_key"] not in stats["runs"]:
+            stats["runs"].append(scope["run_key"])
+    return stats
 
 
 @actions_app.command("package")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from saodf.config import Settings
-from saodf.errors import ServiceError
+from saodf.errors import SaodfError, ServiceError
 from saodf.stack import process, services
 
 logger = logging.getLogger(__name__)
@@ -188,10 +188,12 @@ def down(settings: Settings, echo=print) -> dict[str, str]:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     results: dict[str, str] = {}
+    ports = _service_ports(settings)
     for tier in STOP_TIERS:
         with ThreadPoolExecutor(max_workers=len(tier)) as pool:
             futures = {
-                pool.submit(process.stop, _spec_for_stop(settings, name)): name for name in tier
+                pool.submit(process.stop, _spec_for_stop(settings, name, ports)): name
+                for name in tier
             }
             for future in as_completed(futures):
                 name = futures[future]
@@ -200,19 +202,37 @@ def down(settings: Settings, echo=print) -> dict[str, str]:
                 except ServiceError as exc:
                     results[name] = f"failed: {exc}"
                 echo(f"  {name:<22} {results[name]}")
+    failed = [name for name, state in results.items() if state.startswith("failed")]
+    if failed:
+        raise ServiceError(
+            f"stack down failed to stop {', '.join(failed)}; see the lines above for each, "
+            "then run saodf stack down again"
+        )
     return results
 
 
-def _spec_for_stop(settings: Settings, name: str) -> process.ServiceSpec:
-    # Stopping needs only the pid file; do not require binaries that may be gone.
+def _spec_for_stop(settings: Settings, name: str, ports: dict[str, int]) -> process.ServiceSpec:
+    # Stopping needs only the pid file and the port. Do not require binaries that may be gone.
     return process.ServiceSpec(
         name=name,
         argv=[],
         run_dir=settings.run_dir,
         log_dir=settings.log_dir,
-        # The scheduler can ignore SIGTERM for a long time; SIGKILL follows this timeout.
+        port=ports.get(name),
+        host=settings.host,
+        # The scheduler can ignore SIGTERM for a long time. SIGKILL follows this timeout.
         stop_timeout=20 if name.startswith("airflow-") or name == "mlflow" else 10,
     )
+
+
+def _service_ports(settings: Settings) -> dict[str, int]:
+    """Return the port of each service that has one, or none when the specs cannot be built."""
+    try:
+        specs = service_specs(settings)
+    except SaodfError as exc:
+        logger.warning("service ports unknown, so stack down cannot check them: %s", exc)
+        return {}
+    return {name: spec.port for name, spec in specs.items() if spec.port is not None}
 
 
 def status(settings: Settings) -> list[dict]:

@@ -86,11 +86,47 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _read_pid_file(path: Path) -> dict | None:
+class PidFileError(ServiceError):
+    """A pid file that exists but does not contain the record that :func:`start` wrote."""
+
+
+def port_hint(host: str, port: int | None) -> str:
+    """Return how to find the process on ``port``: whether it is bound, and the command."""
+    if port is None:
+        return "find the process with `ps -ef` and stop it by its pid"
+    if port_is_free(host, port):
+        return f"port {host}:{port} is free, so the service is probably not running"
+    return (
+        f"port {host}:{port} is still bound: find its pid with `ss -ltnp 'sport = :{port}'` "
+        "and stop it by that pid"
+    )
+
+
+def _read_pid_file(spec: ServiceSpec) -> dict | None:
+    """Return the record in the pid file of ``spec``, or None when there is no pid file.
+
+    Raises:
+        PidFileError: when the file cannot be read or is not a record that :func:`start` wrote.
+    """
+    path = spec.pid_file
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    else:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("pid"), int):
+            return record
+        problem = f"does not contain a pid record (it starts with {text[:40]!r})"
+    raise PidFileError(
+        f"pid file {path} of {spec.name} {problem}; {port_hint(spec.host, spec.port)}, "
+        f"then delete {path}"
+    )
 
 
 def running_process(spec: ServiceSpec) -> psutil.Process | None:
@@ -98,9 +134,12 @@ def running_process(spec: ServiceSpec) -> psutil.Process | None:
 
     The pid file stores the process creation time, so a pid reused by an unrelated
     process after a reboot or crash is never mistaken for ours.
+
+    Raises:
+        PidFileError: when the pid file exists but is not readable as the record we wrote.
     """
-    record = _read_pid_file(spec.pid_file)
-    if not record:
+    record = _read_pid_file(spec)
+    if record is None:
         return None
     try:
         process = psutil.Process(int(record["pid"]))
@@ -201,6 +240,8 @@ def stop(spec: ServiceSpec) -> str:
     process = running_process(spec)
     if process is None:
         spec.pid_file.unlink(missing_ok=True)
+        if spec.port is not None and not port_is_free(spec.host, spec.port):
+            return f"not running; {port_hint(spec.host, spec.port)} if it is ours"
         return "not running"
     pid = process.pid
     logger.info("service %s stopping: pid %d", spec.name, pid)
@@ -234,7 +275,19 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def status(spec: ServiceSpec) -> dict:
-    process = running_process(spec)
+    """Return pid, port, health and log of ``spec``; ``error`` explains why a pid file is unusable."""
+    try:
+        process = running_process(spec)
+    except PidFileError as exc:
+        logger.error("service %s: %s", spec.name, exc)
+        return {
+            "name": spec.name,
+            "pid": None,
+            "port": spec.port,
+            "healthy": False,
+            "log": str(spec.log_file),
+            "error": str(exc),
+        }
     return {
         "name": spec.name,
         "pid": process.pid if process else None,

@@ -85,3 +85,61 @@ def test_busy_port_stops_before_any_start(tmp_path):
         with pytest.raises(ServiceError, match="busy needs .*SAODF_BUSY_PORT"):
             _check_ports({"free": free, "busy": busy}, ["free", "busy"])
     assert process.running_process(free) is None
+
+
+def test_corrupt_pid_file_names_file(tmp_path):
+    spec = _sleeper(tmp_path)
+    spec.run_dir.mkdir(parents=True)
+    spec.pid_file.write_text("garbage{")
+    with pytest.raises(process.PidFileError, match=f"pid file {spec.pid_file} of sleeper"):
+        process.stop(spec)
+    assert spec.pid_file.exists()
+
+
+def test_corrupt_pid_file_reports_bound_port(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        spec = _sleeper(tmp_path, port=port)
+        spec.run_dir.mkdir(parents=True)
+        spec.pid_file.write_text("garbage{")
+        with pytest.raises(process.PidFileError, match=f"ss -ltnp 'sport = :{port}'"):
+            process.stop(spec)
+
+
+def test_corrupt_pid_file_in_status(tmp_path):
+    spec = _sleeper(tmp_path)
+    spec.run_dir.mkdir(parents=True)
+    spec.pid_file.write_text('{"pid": "x"}')
+    row = process.status(spec)
+    assert row["healthy"] is False
+    assert "does not contain a pid record" in row["error"]
+
+
+def test_stop_reports_bound_port(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        state = process.stop(_sleeper(tmp_path, port=port))
+    assert state.startswith("not running")
+    assert f"port 127.0.0.1:{port} is still bound" in state
+
+
+def test_down_fails_on_corrupt_pid_file(tmp_path, monkeypatch):
+    from saodf.config import get_settings
+    from saodf.stack import manager
+
+    settings = get_settings().with_overrides(home=tmp_path / "home")
+    monkeypatch.setattr(manager, "_service_ports", lambda _settings: {})
+    settings.run_dir.mkdir(parents=True)
+    (settings.run_dir / "gateway.pid").write_text("garbage{")
+    lines = []
+    with pytest.raises(ServiceError, match="failed to stop gateway"):
+        manager.down(settings, echo=lines.append)
+    assert any("gateway.pid" in line for line in lines)

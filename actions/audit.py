@@ -4,7 +4,8 @@ Each line is a JSON object whose ``prev`` field is the sha256 (hex) of the previ
 bytes, without its newline; the first line has 64 zeros. Editing, removing or reordering
 a line breaks the chain at the next line. Edits of the last line and truncation of the
 tail leave a valid chain, so they are detectable only against a copy of the last hash
-kept elsewhere (:meth:`AuditLog.append` returns it).
+kept elsewhere (:meth:`AuditLog.append` returns it) or against a checkpoint of an earlier
+verification (:func:`verify_chain`).
 """
 
 from __future__ import annotations
@@ -81,18 +82,18 @@ class AuditLog:
             return self._prev
 
 
-def verify_audit_log(path: Path, expected_last_hash: str | None = None) -> int:
-    """Check the hash chain of an audit log and return its number of records.
+def verify_chain(path: Path, checkpoint: tuple[int, str] | None = None) -> tuple[int, str]:
+    """Check the hash chain of an audit log and return its record count and last hash.
 
     Args:
         path: the JSON Lines log.
-        expected_last_hash: the hash that :meth:`AuditLog.append` returned for the last
-            record, kept outside the log. With it, edits of the last line and a truncated
-            tail are detected too.
+        checkpoint: ``(records, hash)`` of an earlier verification, kept outside the log.
+            The log must still hold a record with that hash at that position, so records
+            removed or edited up to that position since then are detected.
 
     Raises:
         AuditChainError: naming the first line whose ``prev`` does not match, or that is not
-            a JSON object, or saying that the last record is not the expected one.
+            a JSON object, or the checkpoint that the log no longer holds.
     """
     expected = GENESIS_HASH
     count = 0
@@ -112,9 +113,36 @@ def verify_audit_log(path: Path, expected_last_hash: str | None = None) -> int:
                 )
             expected = line_hash(line)
             count += 1
-    if expected_last_hash is not None and expected != expected_last_hash:
+            if checkpoint is not None and count == checkpoint[0] and expected != checkpoint[1]:
+                raise AuditChainError(
+                    f"{path} record {count} has hash {expected}, but an earlier verification "
+                    f"stored {checkpoint[1]} for it; that record or one before it was replaced"
+                )
+    if checkpoint is not None and count < checkpoint[0]:
         raise AuditChainError(
-            f"{path} ends at record {count} with hash {expected}, not the expected "
+            f"{path} has {count} records, but an earlier verification counted "
+            f"{checkpoint[0]} ending at hash {checkpoint[1]}; records were removed from its tail"
+        )
+    return count, expected
+
+
+def verify_audit_log(path: Path, expected_last_hash: str | None = None) -> int:
+    """Check the hash chain of an audit log and return its number of records.
+
+    Args:
+        path: the JSON Lines log.
+        expected_last_hash: the hash that :meth:`AuditLog.append` returned for the last
+            record, kept outside the log. With it, edits of the last line and a truncated
+            tail are detected too.
+
+    Raises:
+        AuditChainError: naming the first line whose ``prev`` does not match, or that is not
+            a JSON object, or saying that the last record is not the expected one.
+    """
+    count, last_hash = verify_chain(path)
+    if expected_last_hash is not None and last_hash != expected_last_hash:
+        raise AuditChainError(
+            f"{path} ends at record {count} with hash {last_hash}, not the expected "
             f"{expected_last_hash}; its tail was truncated or its last line edited"
         )
     return count

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -40,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from actions.audit import AuditChainError, verify_audit_log
+from actions.audit import AuditChainError, verify_audit_log, verify_chain
 from saodf.config import Settings, get_settings
 from saodf.secrets import secrets_dir, write_json_secret
 
@@ -52,6 +53,8 @@ AUDIT_GLOBS = ("lake_audit-*.jsonl", "sqs_drain_audit-*.jsonl")
 MALFORMED_STATUSES = frozenset({400, 411, 413})
 INGEST_PREFIX = "/v1/"
 REVOKED_KEYS_FILE = "revoked_keys.json"
+# Per log, the record count and last hash that ``verify_checkpointed`` last verified.
+CHECKPOINTS_FILE = "audit_checkpoints.json"
 # Hex characters of sha256(secret) that identify a presented key or token. The ingest
 # gateway logs the same prefix as ``token_digest``.
 DIGEST_CHARS = 16
@@ -139,6 +142,132 @@ def verify(paths: Iterable[Path], expected_last: dict[str, str] | None = None) -
     for path in paths:
         expected = (expected_last or {}).get(str(path))
         counts[str(path)] = verify_audit_log(Path(path), expected)
+    return counts
+
+
+def checkpoints_path(settings: Settings | None = None) -> Path:
+    """Return the file of the audit checkpoints, ``SAODF_HOME/logs/audit_checkpoints.json``."""
+    return (settings or get_settings()).log_dir / CHECKPOINTS_FILE
+
+
+def load_checkpoints(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Return ``{log path: {"records", "last_hash", "verified_at"}}`` of earlier verifications.
+
+    Raises:
+        AuditChainError: when the checkpoint file is not a JSON object of that shape.
+    """
+    path = checkpoints_path(settings)
+    if not path.exists():
+        return {}
+    try:
+        logs = json.loads(path.read_text(encoding="utf-8"))["logs"]
+        checkpoints = {
+            str(name): {
+                "records": int(entry["records"]),
+                "last_hash": str(entry["last_hash"]),
+                "verified_at": entry.get("verified_at"),
+            }
+            for name, entry in logs.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AuditChainError(
+            f"audit checkpoint file {path} is unreadable ({exc}), so it was edited or damaged. Inspect it, "
+            "then run saodf audit verify --reset-checkpoints to store new checkpoints"
+        ) from None
+    return checkpoints
+
+
+def _save_checkpoints(checkpoints: dict[str, dict[str, Any]], settings: Settings | None) -> None:
+    path = checkpoints_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"logs": checkpoints}, indent=2, sort_keys=True) + "\n"
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def verify_checkpointed(
+    paths: Iterable[Path],
+    settings: Settings | None = None,
+    *,
+    reset: bool = False,
+    check_missing: bool = False,
+) -> dict[str, int]:
+    """Check each log's chain against its stored checkpoint, then store new checkpoints.
+
+    A hash chain alone cannot see removed tail records. The checkpoint of a log is the record
+    count and last hash of its last successful verification. A later run requires the log to
+    still hold that hash at that position, so records removed after a verification are
+    detected. Logs that fail keep their old checkpoint.
+
+    NOTE: the checkpoint file sits next to the logs, so someone who can rewrite both can hide
+    a cut. Records appended after the last verification and then removed are not detected.
+
+    Args:
+        paths: the logs.
+        settings: selects the home of the checkpoint file.
+        reset: ignore the stored checkpoints of ``paths`` and store new ones.
+        check_missing: also fail for checkpointed logs of the home's log folder that no
+            longer exist (used when ``paths`` are the home's own logs).
+
+    Returns:
+        ``{path: records}``.
+
+    Raises:
+        AuditChainError: naming each failed log, its checkpoint and the fix.
+    """
+    settings = settings or get_settings()
+    checkpoints = load_checkpoints(settings)
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    names = [str(Path(path).resolve()) for path in paths]
+    for name in names:
+        stored = None if reset else checkpoints.get(name)
+        checkpoint = (stored["records"], stored["last_hash"]) if stored else None
+        try:
+            count, last_hash = verify_chain(Path(name), checkpoint)
+        except AuditChainError as exc:
+            if stored:
+                failures.append(
+                    f"{exc} (checkpoint: {stored['records']} records, "
+                    f"verified at {stored['verified_at']})"
+                )
+            else:
+                failures.append(str(exc))
+            continue
+        counts[name] = count
+        checkpoints[name] = {
+            "records": count,
+            "last_hash": last_hash,
+            "verified_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+    if check_missing:
+        log_dir = settings.log_dir.resolve()
+        missing = [
+            name
+            for name in sorted(checkpoints)
+            if name not in names and Path(name).parent == log_dir and not Path(name).exists()
+        ]
+        for name in missing:
+            if reset:
+                del checkpoints[name]
+                continue
+            failures.append(
+                f"{name} is missing, but an earlier verification counted "
+                f"{checkpoints[name]['records']} records in it at "
+                f"{checkpoints[name]['verified_at']}; the whole log was removed"
+            )
+    _save_checkpoints(checkpoints, settings)
+    if failures:
+        logger.warning("audit verification failed for %d log(s)", len(failures))
+        raise AuditChainError(
+            "; ".join(failures) + ". Restore the logs from a backup; if the change was "
+            "intended (a rotated log), run saodf audit verify --reset-checkpoints"
+        )
     return counts
 
 

@@ -141,13 +141,27 @@ def tenant_delete(
 @audit_app.command("verify")
 def audit_verify(
     path: Optional[list[Path]] = PATH_OPTION,
+    reset_checkpoints: bool = typer.Option(
+        False,
+        "--reset-checkpoints",
+        help="Ignore the stored checkpoints of these logs and store new ones, after an "
+        "intended rotation or restore.",
+    ),
 ):
-    """Check the hash chain of the audit logs; exit 2 when a record was edited or removed."""
-    from saodf.audit_tools import AuditChainError, audit_paths, verify
+    """Check the hash chain of the audit logs; exit 2 when a record was edited or removed.
 
-    paths = path or audit_paths(get_settings())
+    Each run stores, per log, the record count and last hash it verified in
+    SAODF_HOME/logs/audit_checkpoints.json, so records removed from a log's tail after a
+    verification are detected by the next run.
+    """
+    from saodf.audit_tools import AuditChainError, audit_paths, verify_checkpointed
+
+    settings = get_settings()
+    paths = path or audit_paths(settings)
     try:
-        counts = verify(paths)
+        counts = verify_checkpointed(
+            paths, settings, reset=reset_checkpoints, check_missing=not path
+        )
     except AuditChainError as exc:
         typer.secho(f"tampered: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None

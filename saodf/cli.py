@@ -111,7 +111,11 @@ def replay(
     speed: float = typer.Option(
         0.0, help="Replay speed as a multiple of real time; 0 sends as fast as possible."
     ),
-    limit: Optional[int] = typer.Option(None, help="Maximum number of messages per device."),
+    limit: Optional[int] = typer.Option(
+        None,
+        help="Maximum number of messages in total over all devices; the replay stops there "
+        "and later rows and series are not sent.",
+    ),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset root (default SAODF_DATA_DIR)."),
 ):
     """Produce a dataset's readings as telemetry messages to telemetry.raw."""
@@ -150,22 +154,37 @@ def demo(
 
 @app.command()
 def backfill(
-    from_date: str = typer.Option(..., help="First data interval start, ISO 8601 with zone."),
+    from_date: str = typer.Option(
+        ...,
+        help="ISO 8601 with zone. The first hourly data interval run is the one that contains "
+        "it: 14:00Z or 14:30Z both start the backfill with [14:00, 15:00).",
+    ),
     to_date: str = typer.Option(
-        ..., help="Last data interval start (inclusive), ISO 8601 with zone."
+        ...,
+        help="ISO 8601 with zone, included. The last hourly data interval run is the one "
+        "that contains it, and it must have ended.",
     ),
     reprocess: str = typer.Option(
         "none", help="Runs that already exist: none, completed or failed."
     ),
     timeout: float = typer.Option(3600, help="Seconds to wait for the runs to finish."),
 ):
-    """Backfill telemetry_pipeline over a date range and wait for its runs."""
-    from saodf.backfill import parse_date, run_backfill
+    """Backfill telemetry_pipeline over a date range and wait for its runs.
+
+    Each run covers one hourly data interval [start, start + 1 h).
+    """
+    from saodf.backfill import check_reprocess, data_intervals, parse_date, run_backfill
 
     try:
-        result = run_backfill(
-            get_settings(), parse_date(from_date), parse_date(to_date), reprocess, timeout
+        start, end = parse_date(from_date), parse_date(to_date)
+        check_reprocess(reprocess)
+        intervals = data_intervals(start, end)
+        typer.echo(
+            f"backfill of {len(intervals)} hourly data interval(s), "
+            f"[{intervals[0][0].isoformat()}, {intervals[0][1].isoformat()}) to "
+            f"[{intervals[-1][0].isoformat()}, {intervals[-1][1].isoformat()})"
         )
+        result = run_backfill(get_settings(), start, end, reprocess, timeout)
     except SaodfError as exc:
         _fail(exc)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "airflow_output"}, indent=2))

@@ -13,6 +13,10 @@ Keys, all under the ``saodf:`` prefix that the Redis ACL user may touch:
   ``MISS_BUCKET_SECONDS`` interval, scored by their miss count, for the hit monitor.
 - ``saodf:cache:ttl``: the TTL policy (seconds per volatility class), written by the hit
   monitor. Its fields take precedence over the TTLs a :class:`ForecastCache` was built with.
+- ``saodf:leftout:{device_id}``: a hash with the ``reason`` and ``run_key`` of the last
+  pipeline run whose preprocessing left the device out, so a forecast request for a device
+  without a pointer can return why. It is outside ``saodf:device:`` because the hit monitor
+  reads every key there as a pointer.
 
 A tenant's cache (:meth:`ForecastCache.from_settings` with settings from
 :func:`saodf.tenants.tenant_settings`) keeps the same keys under the tenant's prefix instead
@@ -57,6 +61,11 @@ MONITOR_KEY = "saodf:cache:monitor"
 MISS_BUCKET_SECONDS = 10
 # Miss buckets outlive the longest monitor window that reads them.
 MISS_BUCKET_TTL_SECONDS = 3600
+LEFT_OUT_KEY_PREFIX = "saodf:leftout:"
+# A left-out entry outlives many hourly runs; a later run that prepares the device removes it.
+LEFT_OUT_TTL_SECONDS = 30 * 24 * 3600
+# Characters of a skip reason kept in a left-out entry.
+MAX_LEFT_OUT_REASON_CHARS = 500
 # How long a ForecastCache reuses the TTL policy it read from Redis.
 TTL_POLICY_REFRESH_SECONDS = 5.0
 
@@ -177,6 +186,10 @@ def forecast_key(
 
 def device_key(device_id: str) -> str:
     return DEVICE_KEY_PREFIX + device_id
+
+
+def left_out_key(device_id: str) -> str:
+    return LEFT_OUT_KEY_PREFIX + device_id
 
 
 def scoped_key(key: str, key_prefix: str) -> str:
@@ -434,8 +447,28 @@ class ForecastCache:
         pipe.set(key, text, ex=ttl)
         pipe.delete(self.device_key(pointer.device_id))
         pipe.hset(self.device_key(pointer.device_id), mapping=pointer.to_hash())
+        pipe.delete(self.key(left_out_key(pointer.device_id)))
         pipe.execute()
         return key
+
+    def mark_left_out(self, device_id: str, reason: str, run_key: str) -> None:
+        """Record that run ``run_key`` left the device out, and why, for forecast requests."""
+        key = self.key(left_out_key(device_id))
+        fields = {
+            "reason": reason[:MAX_LEFT_OUT_REASON_CHARS],
+            "run_key": run_key,
+            "recorded_at": f"{time.time():.3f}",
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, LEFT_OUT_TTL_SECONDS)
+        pipe.execute()
+
+    def left_out(self, device_id: str) -> dict[str, str] | None:
+        """Return ``{"reason", "run_key", "recorded_at"}`` of the device's left-out entry."""
+        fields = self.client.hgetall(self.key(left_out_key(device_id)))
+        return dict(fields) if fields else None
 
     def pointer(self, device_id: str) -> DevicePointer | None:
         """Return the device's pointer, or None when it was never filled or was evicted."""
@@ -670,6 +703,41 @@ def populate_from_forecasts(
         summary["groups"] += 1
         logger.info("cache filled with %d forecasts of group folder %s", count, group_url)
     return summary
+
+
+def record_left_out(report_url: str, cache: ForecastCache, run_key: str | None = None) -> int:
+    """Store a left-out entry for each device that a prepared report lists as skipped.
+
+    Args:
+        report_url: the ``report.json`` of a prepared dataset; a missing file records nothing.
+        cache: the cache to write to; its key prefix selects the tenant.
+        run_key: the run named in the entries; defaults to the report's ``run_key``.
+
+    Returns:
+        The number of entries stored.
+
+    Raises:
+        CacheError: a report that is not JSON or lists devices without an id.
+    """
+    fs, path = fsspec.core.url_to_fs(report_url)
+    if not fs.exists(path):
+        logger.warning("no preprocessing report at %s; left-out devices not recorded", report_url)
+        return 0
+    try:
+        with fs.open(path, "rt", encoding="utf-8") as handle:
+            report = json.load(handle)
+        devices = report.get("devices", [])
+        skipped = [(entry["device_id"], entry["skipped"]) for entry in devices if entry["skipped"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CacheError(
+            f"preprocessing report {report_url} is invalid ({exc!r}); rerun the preprocess task"
+        ) from None
+    run_key = run_key or str(report.get("run_key", "unknown"))
+    for device_id, reason in skipped:
+        cache.mark_left_out(device_id, str(reason), run_key)
+    if skipped:
+        logger.info("recorded %d left-out devices of run %s", len(skipped), run_key)
+    return len(skipped)
 
 
 def _populate_group(

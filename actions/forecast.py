@@ -72,6 +72,14 @@ def _not_found(device_id: str) -> CacheError:
     )
 
 
+def _left_out(device_id: str, entry: dict[str, str]) -> CacheError:
+    return CacheError(
+        f"device {device_id!r} has no forecast because pipeline run "
+        f"{entry.get('run_key', 'unknown')} left it out: {entry.get('reason', 'no reason recorded')}. "
+        "Send complete readings for the device; a later run that prepares it restores its forecast"
+    )
+
+
 def _check_owner(device_id: str, settings: Settings) -> None:
     """Raise the no-pointer error for a device outside the tenant these settings serve.
 
@@ -233,6 +241,9 @@ def _serve(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
     cache = _cache()
     pointer, forecast = cache.lookup(device_id)
     if pointer is None:
+        entry = cache.left_out(device_id)
+        if entry is not None:
+            raise _left_out(device_id, entry)
         raise _not_found(device_id)
     _POINTERS.remember(pointer)
     horizon = _horizon(args, pointer)

@@ -404,14 +404,14 @@ def batch_transform(
 
 def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Load the run's forecasts into the Redis forecast cache."""
-    from actions.cache import populate_from_forecasts
+    from actions.cache import ForecastCache, populate_from_forecasts, record_left_out
 
     settings = settings_for(scope, settings)
     started = time.monotonic()
     paths = urls(settings, scope["run_key"])
     cache = None
     if scope.get("tenant"):
-        from actions.cache import ForecastCache, redis_client
+        from actions.cache import redis_client
         from saodf.tenants import tenant_layout
 
         # The tenant's ACL user may only read; the pipeline writes with the stack's user,
@@ -419,7 +419,13 @@ def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> d
         cache = ForecastCache(
             redis_client(get_settings()), key_prefix=tenant_layout(scope["tenant"]).redis_key_prefix
         )
+    if cache is None:
+        cache = ForecastCache.from_settings(settings)
     stats = populate_from_forecasts(paths["forecasts"], paths["prepared"], settings, cache=cache)
+    # Devices that preprocessing skipped get no pointer. Their entry lets a forecast request
+    # return the skip reason.
+    report_url = paths["prepared"].rstrip("/") + "/report.json"
+    stats["left_out"] = record_left_out(report_url, cache, scope["run_key"])
     return {"stats": stats, "seconds": time.monotonic() - started}
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from models.cost import load_prices, price
+from models.errors import ModelInputError
 
 DESIGNS = ("always_on", "batch", "batch_spot", "hybrid_cache")
 HOURS_PER_MONTH = 730.0
@@ -36,6 +37,10 @@ CLAIM_SPOT_JOB_SAVING = 0.51
 # "about 42%" counts as supported within this many percentage points.
 CLAIM_TOLERANCE = 0.05
 PAYLOAD_SIZES_KB = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+# Workload fields that are shares of a whole; the others are counts, sizes or durations.
+SHARE_FIELDS = frozenset({"cache_hit_rate", "interruption_rate", "endpoint_utilization"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,26 @@ class Workload:
     cache_hit_rate: float = 0.94
     cache_node_type: str = "cache.t3.small"
     serverless_memory_gb: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Reject negative sizes and counts and shares outside [0, 1].
+
+        Raises:
+            ModelInputError: a field is out of range, named with its value.
+        """
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, str):
+                continue
+            if item.name in SHARE_FIELDS:
+                if not 0.0 <= value <= 1.0:
+                    raise ModelInputError(
+                        f"{item.name}={value} is outside [0, 1]; use a share such as 0.94"
+                    )
+            elif not value >= 0:
+                raise ModelInputError(f"{item.name}={value} is negative; use a value of 0 or more")
+        if self.endpoint_utilization == 0:
+            raise ModelInputError("endpoint_utilization=0 is invalid; use a share above 0")
 
     def request_seconds(self, payload_kb: float | None = None) -> float:
         """Return the compute seconds of one forecast for a payload of ``payload_kb``."""

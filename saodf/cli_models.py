@@ -83,8 +83,6 @@ def cost_report(
     """Compare always-on endpoint, batch, batch + Spot and hybrid + cache for a workload."""
     from models.cost_report import Workload, build_report, cost_chart, report_markdown
 
-    if not 0.0 <= cache_hit_rate <= 1.0:
-        _fail(SaodfError(f"cache_hit_rate={cache_hit_rate} is outside [0, 1]"))
     known = {f.name for f in fields(Workload)}
     options = {
         "devices": devices,
@@ -95,8 +93,8 @@ def cost_report(
         "training_seconds": training_seconds,
         "cache_hit_rate": cache_hit_rate,
     }
-    workload = Workload(**{k: v for k, v in options.items() if k in known})
     try:
+        workload = Workload(**{k: v for k, v in options.items() if k in known})
         report = build_report(workload, prices)
     except SaodfError as exc:
         _fail(exc)

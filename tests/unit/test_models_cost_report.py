@@ -167,3 +167,35 @@ def test_cli_cost_rejects_hit_rate(tmp_path):
     result = CliRunner().invoke(app, ["cost", "report", "--cache-hit-rate", "2"])
     assert result.exit_code == 1
     assert "cache_hit_rate=2.0 is outside [0, 1]" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("devices", -5), ("requests_per_day", -100), ("payload_kb", -1.0), ("training_seconds", -1)],
+)
+def test_workload_negative_rejected(field, value):
+    with pytest.raises(ModelInputError, match=f"{field}={value} is negative"):
+        Workload(**{field: value})
+
+
+def test_workload_share_above_one_rejected():
+    with pytest.raises(ModelInputError, match=r"cache_hit_rate=2 is outside \[0, 1\]"):
+        Workload(cache_hit_rate=2)
+
+
+def test_workload_nan_rejected():
+    with pytest.raises(ModelInputError, match="payload_kb=nan"):
+        Workload(payload_kb=float("nan"))
+
+
+def test_cli_negative_requests_rejected(tmp_path):
+    from saodf.cli_models import cost_app
+
+    app = typer.Typer()
+    app.add_typer(cost_app, name="cost")
+    result = CliRunner().invoke(
+        app, ["cost", "report", "--requests-per-day", "-100", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "requests_per_day=-100 is negative" in result.output
+    assert not (tmp_path / "cost_report.md").exists()

@@ -31,6 +31,48 @@ class DemoReport:
     anomalies: dict[str, Any] = field(default_factory=dict)
     replayed: dict[str, int] = field(default_factory=dict)
     cache_entries: int = 0
+    # Devices that preprocessing skipped, with the reason from the prepared report.json.
+    left_out: list[dict[str, str]] = field(default_factory=list)
+
+
+def check_data_dir(settings: Settings, nab_group: str) -> None:
+    """Raise DatasetError unless the SKAB and NAB folders that the demo replays exist.
+
+    The demo checks this before it starts the stack, so a wrong data folder costs seconds.
+    """
+    from saodf.errors import DatasetError
+
+    folders = [settings.data_dir / "skab" / "data" / group for group in SKAB_GROUPS]
+    folders.append(settings.data_dir / "nab" / "data" / nab_group)
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:
+        raise DatasetError(
+            f"data folder(s) {', '.join(missing)} not found under {settings.data_dir}; set "
+            "SAODF_DATA_DIR to the folder that contains skab/ and nab/ "
+            "(e.g. SAODF_DATA_DIR=/path/to/shared/data make demo)"
+        )
+
+
+def left_out_devices(settings: Settings, run_key: str) -> list[dict[str, str]]:
+    """Return the devices that the run's preprocessing skipped, with their reasons."""
+    import json
+
+    import fsspec
+
+    from saodf import pipeline
+
+    url = pipeline.urls(settings, run_key)["prepared"] + "/report.json"
+    try:
+        with fsspec.open(url, "r") as handle:
+            report = json.load(handle)
+    except FileNotFoundError:
+        logger.warning("run %s has no preprocessing report at %s", run_key, url)
+        return []
+    return [
+        {"device_id": entry["device_id"], "reason": entry["skipped"]}
+        for entry in report.get("devices", [])
+        if entry.get("skipped")
+    ]
 
 
 def group_devices(settings: Settings, run_key: str) -> dict[str, list[str]]:
@@ -206,11 +248,23 @@ def run_demo(
 
     started = time.monotonic()
     settings = demo_settings(settings)
-    report = DemoReport()
+    check_data_dir(settings, nab_group)
 
     echo("[1/6] starting the local stack")
     manager.up(settings, echo=echo)
-    client = AirflowClient(settings)
+    try:
+        return _run_steps(settings, AirflowClient(settings), nab_group, timeout, started, echo)
+    except SaodfError:
+        echo(
+            "the demo stopped; the stack is still running (saodf stack status), stop it with: "
+            ".venv/bin/saodf stack down"
+        )
+        raise
+
+
+def _run_steps(settings: Settings, client, nab_group: str, timeout: float, started, echo):
+    """Run demo steps 2 to 6 on the running stack."""
+    report = DemoReport()
     client.wait_for_dag(DAG_ID)
     errors = client.import_errors()
     if errors:
@@ -233,6 +287,7 @@ def run_demo(
     populated = xcom(client, run["dag_run_id"], "populate_cache") or {}
     report.cache_entries = int(populated.get("stats", {}).get("entries", 0))
     devices = group_devices(settings, report.scope["run_key"])
+    report.left_out = left_out_devices(settings, report.scope["run_key"])
     for group, info in report.groups.items():
         info["devices"] = devices.get(group, [])
 
@@ -343,6 +398,8 @@ def print_summary(settings: Settings, report: DemoReport, total_seconds: float, 
             f"AutoETS {ets.get('mean_wql', nan):.4f}; MASE {deepar.get('mase', nan):.3f}, "
             f"{baseline.get('mase', nan):.3f}, {ets.get('mase', nan):.3f}"
         )
+    for skipped in report.left_out:
+        echo(f"  left out         {skipped['device_id']}: {skipped['reason']}")
     cache = report.cache
     ratio = cache.get("hit_ratio")
     ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"

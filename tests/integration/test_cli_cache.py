@@ -46,6 +46,8 @@ def _write_run(
         ]
     }
     (prepared / "manifest.json").write_text(json.dumps(prepared_manifest))
+    report = {"run_key": run_key, "devices": [{"device_id": d, "skipped": None} for d in devices]}
+    (prepared / "report.json").write_text(json.dumps(report))
     forecasts = lake / "forecasts" / run_key / group
     forecasts.mkdir(parents=True)
     with (forecasts / "output.jsonl.out").open("w") as handle:
@@ -106,6 +108,7 @@ def test_populate_skips_superseded_run(lake, saodf_env, devices):
 
 def test_populate_one_run_key(lake, saodf_env, devices):
     result = runner.invoke(app, ["cache", "populate", "--run-key", "run-a"])
+    assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     pointer = ForecastCache(redis_client(saodf_env)).pointer(devices[0])
     assert stats["run_key"] == "run-a"

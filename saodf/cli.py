@@ -13,6 +13,7 @@ from saodf.cli_dlq import dlq_app
 from saodf.cli_eval import bench as bench_command
 from saodf.cli_eval import evaluate_app
 from saodf.cli_models import cost_app, models_app
+from saodf.cli_device import device_app
 from saodf.cli_tenant import audit_app, tenant_app
 from saodf.config import get_settings
 from saodf.errors import SaodfError
@@ -35,6 +36,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(cost_app, name="cost")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(audit_app, name="audit")
+app.add_typer(device_app, name="device")
 app.command("bench")(bench_command)
 
 

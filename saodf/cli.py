@@ -9,11 +9,11 @@ from typing import Optional
 
 import typer
 
+from saodf.cli_device import device_app
 from saodf.cli_dlq import dlq_app
 from saodf.cli_eval import bench as bench_command
 from saodf.cli_eval import evaluate_app
 from saodf.cli_models import cost_app, models_app
-from saodf.cli_device import device_app
 from saodf.cli_tenant import audit_app, tenant_app
 from saodf.config import get_settings
 from saodf.errors import SaodfError

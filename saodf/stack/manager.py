@@ -121,8 +121,25 @@ def ensure_topics(settings: Settings) -> None:
     )
 
 
+# Services that keep Kafka clients open. The broker keeps its topics, offsets and producer ids
+# in memory. After it restarted, the ingest gateway's producer was seen to time out until the
+# gateway restarted, so every client is restarted with it.
+BROKER_CLIENTS = [
+    "ingest-gateway",
+    "sqs-drain",
+    "mqtt-bridge",
+    "lake-writer",
+    "anomaly-consumer",
+    "airflow-triggerer",
+]
+
+
 def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[str, str]:
-    """Start every service (or ``only`` these) that is not already healthy."""
+    """Start every service (or ``only`` these) that is not already healthy.
+
+    When the broker was (re)started, the platform topics are created again and the running
+    services in :data:`BROKER_CLIENTS` are restarted, whether or not ``only`` names them.
+    """
     settings.home.mkdir(parents=True, exist_ok=True)
     specs = service_specs(settings)
     names = [n for n in SERVICE_ORDER if only is None or n in only]
@@ -143,8 +160,38 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> dict[st
         state = process.start(specs[name])
         results[name] = state
         echo(f"  {name:<22} {state:<8} ({time.monotonic() - started:4.1f} s)")
+        if name == "broker" and state == "started":
+            ensure_topics(settings)
+            results["topics"] = "ok"
+            results.update(restart_broker_clients(specs, names, echo))
     results.pop("airflow-prepared", None)
     results.pop("topics", None)
+    return results
+
+
+def restart_broker_clients(
+    specs: dict[str, process.ServiceSpec], names: list[str], echo=print
+) -> dict[str, str]:
+    """Restart the running broker clients after a broker restart; stop those ``up`` will start.
+
+    Returns:
+        The state of each client restarted here ("restarted"); the clients in ``names`` are
+        only stopped, so that ``up`` starts them in dependency order.
+    """
+    results: dict[str, str] = {}
+    for name in BROKER_CLIENTS:
+        spec = specs[name]
+        if process.running_process(spec) is None:
+            continue
+        logger.warning("broker restarted: restarting %s (pid file %s)", name, spec.pid_file)
+        process.stop(spec)
+        if name in names:
+            echo(f"  {name:<22} stopped  (the broker restarted; starting it again below)")
+            continue
+        started = time.monotonic()
+        process.start(spec)
+        results[name] = "restarted"
+        echo(f"  {name:<22} restarted ({time.monotonic() - started:4.1f} s, the broker restarted)")
     return results
 
 

@@ -42,6 +42,7 @@ import json
 import logging
 import signal
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -50,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from actions.audit import AuditLog
 from saodf.audit_tools import secret_digest
@@ -61,6 +64,7 @@ from saodf.telemetry import validate_message
 from saodf.tenants import Tenant, TenantRegistry, tenant_settings
 from streaming.ingest_config import IngestConfig, with_name_overrides
 from streaming.ingest_router import DeadLetter, DeadLetterError, IngestReading, IngestRouter
+from streaming.kafka import admin_config
 from streaming.tokens import TOKENS_FILE, DeviceTokens, list_token_devices
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,8 @@ ROUTE_METHODS = {
 MAX_AUDITED_CLAIMS = 10
 # A batch is an array of flat reading objects, so two levels. Deeper bodies are rejected whole.
 MAX_NESTING = 8
+# How long /health reuses its last check that the raw topic exists.
+TOPIC_CHECK_TTL_S = 2.0
 
 
 class BatchTooLargeError(InvalidTelemetryError):
@@ -401,6 +407,37 @@ class IngestGateway:
         self.server = ThreadingHTTPServer((settings.host, port), _handler_class(self))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._admin = None
+        self._topic_check: tuple[float, str | None] = (0.0, None)
+        self._topic_lock = threading.Lock()
+
+    def raw_topic_problem(self) -> str | None:
+        """Return why the raw topic cannot take readings now, or None when it exists.
+
+        A broker that restarted with memory storage accepts connections but has no topics.
+        """
+        with self._topic_lock:
+            checked_at, problem = self._topic_check
+            if checked_at and time.monotonic() - checked_at < TOPIC_CHECK_TTL_S:
+                return problem
+            topic = self.settings.topic_raw
+            if self._admin is None:
+                self._admin = AdminClient(admin_config(self.settings))
+            try:
+                topics = self._admin.list_topics(timeout=2).topics
+            except KafkaException as exc:
+                problem = f"listing topics on {self.settings.kafka_bootstrap} failed: {exc}"
+            else:
+                problem = None
+                if topic not in topics:
+                    problem = (
+                        f"topic {topic!r} does not exist on {self.settings.kafka_bootstrap}; "
+                        "run saodf stack up to create it"
+                    )
+            if problem is not None:
+                logger.warning("ingest gateway on %s not ready: %s", self.config.http_port, problem)
+            self._topic_check = (time.monotonic(), problem)
+            return problem
 
     @property
     def url(self) -> str:
@@ -510,7 +547,14 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
                 return
             path = self.path.split("?", 1)[0]
             if path == "/health":
-                self._send(200, {"status": "ok", "brokers": gateway.router.health()})
+                brokers = gateway.router.health()
+                problem = gateway.raw_topic_problem()
+                brokers["kafka"]["ready"] = problem is None
+                brokers["kafka"]["topic_reason"] = problem
+                if problem is None:
+                    self._send(200, {"status": "ok", "brokers": brokers})
+                else:
+                    self._send(503, {"status": "degraded", "brokers": brokers})
             elif path == "/metrics":
                 text = gateway.router.render_metrics().encode("utf-8")
                 self._send(200, text, content_type="text/plain; version=0.0.4")

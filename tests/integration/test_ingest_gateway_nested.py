@@ -1,4 +1,4 @@
-"""Integration tests of the ingest gateway on deeply nested JSON bodies."""
+"""Integration tests of the ingest gateway on deeply nested JSON bodies and its health check."""
 
 from __future__ import annotations
 
@@ -86,3 +86,20 @@ def test_nested_item_audited(nested_gateway, nested_settings):
     _post(nested_gateway, NESTED_ITEM, token)
     records = [r for r in _audit_records(nested_settings) if r.get("device_id") == "deep-1"]
     assert records[-1]["http_status"] == 400
+
+
+def test_health_ready_with_raw_topic(nested_gateway):
+    response = requests.get(f"{nested_gateway.url}/health", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["brokers"]["kafka"]["ready"] is True
+
+
+def test_health_not_ready_without_raw_topic(nested_gateway, nested_settings):
+    # The same check runs after a broker restart that lost the topic.
+    nested_gateway.settings = nested_settings.with_overrides(topic_raw=f"gone-{uuid.uuid4().hex}")
+    nested_gateway._topic_check = (0.0, None)
+    response = requests.get(f"{nested_gateway.url}/health", timeout=10)
+    kafka = response.json()["brokers"]["kafka"]
+    assert response.status_code == 503
+    assert kafka["ready"] is False
+    assert "does not exist" in kafka["topic_reason"]

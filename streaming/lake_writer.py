@@ -57,6 +57,7 @@ from streaming.ingest_gateway import IngestAuditor
 from streaming.ingest_router import SOURCE_HEADER
 from streaming.kafka import (
     DeliveryTracker,
+    StreamingError,
     consumer_config,
     ensure_topics,
     flush_or_raise,
@@ -68,6 +69,11 @@ from streaming.windows import Window, reconcile_partition
 logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "saodf-lake-writer"
+# Attempts to deliver one window event, and the wait before the first retry (doubled after
+# each failed attempt). Each attempt waits up to EVENT_TIMEOUT_S for the delivery report.
+EVENT_ATTEMPTS = 4
+EVENT_BACKOFF_S = 1.0
+EVENT_TIMEOUT_S = 10.0
 DLQ_SOURCE = "lake_writer"
 AUDIT_PREFIX = "lake_audit-"
 
@@ -179,6 +185,8 @@ class LakeWriter:
         batch_size: int = 1000,
         poll_timeout: float = 1.0,
         consumer_id: str | None = None,
+        event_attempts: int = EVENT_ATTEMPTS,
+        event_backoff: float = EVENT_BACKOFF_S,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; use 1 or more")
@@ -189,6 +197,11 @@ class LakeWriter:
         self.consumer_id = consumer_id or default_consumer_id(group_id)
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        self.event_attempts = max(event_attempts, 1)
+        self.event_backoff = event_backoff
+        # Window events whose delivery failed. The state file keeps them, and start() sends
+        # them again, because their offsets may be committed already.
+        self.pending_events: list[dict[str, Any]] = []
         self.topic = self.settings.topic_raw
         self.tenant = settings_tenant(self.settings)
         self.stats = WriterStats()
@@ -214,7 +227,8 @@ class LakeWriter:
             self.settings,
             [self.topic, self.settings.topic_windows, self.settings.topic_dlq],
         )
-        self._producer = Producer(producer_config(self.settings, role="lake-writer"))
+        self._producer = self._new_producer()
+        self._send_pending_events()
         self._consumer = Consumer(
             consumer_config(self.settings, self.group_id, **{"client.id": self.consumer_id})
         )
@@ -281,7 +295,12 @@ class LakeWriter:
                 if self.window.is_due(
                     time.time(), self.settings.window_messages, self.settings.window_seconds
                 ):
-                    self._close_window()
+                    try:
+                        self._close_window()
+                    except StreamingError:
+                        # The event is in the state file. Nothing more is announced or committed.
+                        self._failed = True
+                        raise
                     self._save_state()
                     self._commit()
         finally:
@@ -442,7 +461,22 @@ class LakeWriter:
 
     # Windows, state and commits
 
+    def _new_producer(self) -> Producer:
+        return Producer(
+            producer_config(
+                self.settings,
+                role="lake-writer",
+                **{"message.timeout.ms": int(EVENT_TIMEOUT_S * 1000)},
+            )
+        )
+
     def _close_window(self) -> None:
+        """Announce the open window and start a new one.
+
+        Raises:
+            StreamingError: when the event is not delivered after every attempt. The event is
+                then saved in the state file, and the next start of the writer sends it.
+        """
         window, self.window = self.window, Window(self.topic)
         if window.is_empty():
             return
@@ -454,14 +488,56 @@ class LakeWriter:
             )
             return
         event = window.to_event(self.settings.lake_url, datetime.now(timezone.utc))
-        produce_polling(
-            self._producer_or_fail(),
-            self.settings.topic_windows,
-            orjson.dumps(event),
-            key=event["window_id"],
-            on_delivery=self._tracker,
-        )
-        flush_or_raise(self._producer_or_fail(), self._tracker)
+        try:
+            self._send_event(event)
+        except StreamingError:
+            self.pending_events.append(event)
+            self._save_state()
+            logger.error(
+                "window %s of group %s saved in %s; it is sent when the writer starts again",
+                event["window_id"],
+                self.group_id,
+                self.state_file,
+            )
+            raise
+
+    def _send_event(self, event: dict[str, Any]) -> None:
+        """Deliver one window event, retrying with a new producer and doubling waits.
+
+        Raises:
+            StreamingError: when the last attempt fails.
+        """
+        wait = self.event_backoff
+        for attempt in range(1, self.event_attempts + 1):
+            tracker = DeliveryTracker()
+            try:
+                produce_polling(
+                    self._producer_or_fail(),
+                    self.settings.topic_windows,
+                    orjson.dumps(event),
+                    key=event["window_id"],
+                    on_delivery=tracker,
+                )
+                flush_or_raise(self._producer_or_fail(), tracker, timeout=EVENT_TIMEOUT_S + 5)
+            except (StreamingError, KafkaException, BufferError) as exc:
+                logger.warning(
+                    "window %s of group %s not delivered (attempt %d of %d): %s",
+                    event["window_id"],
+                    self.group_id,
+                    attempt,
+                    self.event_attempts,
+                    exc,
+                )
+                if attempt == self.event_attempts:
+                    raise StreamingError(
+                        f"window event {event['window_id']} to topic "
+                        f"{self.settings.topic_windows!r} failed after {attempt} attempts: {exc}"
+                    ) from exc
+                time.sleep(wait)
+                wait *= 2
+                self._reset_producer()
+                continue
+            break
         self.stats.windows += 1
         logger.info(
             "sent window %s: offsets %s, %d reading(s), %d device(s)",
@@ -471,13 +547,44 @@ class LakeWriter:
             len(event["devices"]),
         )
 
+    def _reset_producer(self) -> None:
+        """Replace the producer, whose idempotence state a restarted broker no longer knows."""
+        if self._producer is not None:
+            self._producer.purge()
+            self._producer.flush(0)
+        self._producer = self._new_producer()
+        try:
+            # A broker that restarted with memory storage has lost its topics.
+            ensure_topics(self.settings, [self.settings.topic_windows, self.settings.topic_dlq])
+        except StreamingError as exc:
+            logger.warning("topics of group %s not ensured: %s", self.group_id, exc)
+
+    def _send_pending_events(self) -> None:
+        """Send the window events that an earlier run saved as undelivered."""
+        state = self._load_state()
+        if not state or not state.get("pending_events"):
+            return
+        self.pending_events = list(state["pending_events"])
+        logger.info(
+            "sending %d saved window event(s) of group %s", len(self.pending_events), self.group_id
+        )
+        while self.pending_events:
+            self._send_event(self.pending_events[0])
+            self.pending_events.pop(0)
+            state["pending_events"] = self.pending_events
+            self._write_state(state)
+
     def _save_state(self) -> None:
         state = {
             "group_id": self.group_id,
             "topic": self.topic,
             "next_offsets": {str(p): n for p, n in sorted(self.next_offsets.items())},
             "window": self.window.to_dict(),
+            "pending_events": self.pending_events,
         }
+        self._write_state(state)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(f"{self.state_file.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")

@@ -26,6 +26,7 @@ from saodf.errors import DatasetError, InvalidTelemetryError
 from saodf.telemetry import (
     DEVICE_ID_PATTERN,
     SCHEMA_VERSION,
+    TimestampOutOfRangeError,
     format_timestamp,
     validate_message,
 )
@@ -509,6 +510,8 @@ def read_telemetry_jsonl(
     path = Path(path)
     report = ReadReport(source=str(path))
     bound = _future_bound(now)
+    # The message contract rejects readings more than a day after this clock.
+    received_at = (bound - MAX_CLOCK_SKEW).to_pydatetime()
     messages: list[dict[str, Any]] = []
     with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -523,7 +526,16 @@ def read_telemetry_jsonl(
                 report.skip(line_number, INVALID_TELEMETRY, text, f"line is not JSON: {exc}")
                 continue
             try:
-                message = validate_message(decoded)
+                message = validate_message(decoded, now=received_at)
+            except TimestampOutOfRangeError as exc:
+                if exc.in_future:
+                    detail = (
+                        f"timestamp {format_timestamp(exc.moment)} is after {bound.isoformat()}"
+                    )
+                    report.skip(line_number, FUTURE_TIMESTAMP, text, detail)
+                else:
+                    report.skip(line_number, INVALID_TELEMETRY, text, exc.reason)
+                continue
             except InvalidTelemetryError as exc:
                 report.skip(line_number, INVALID_TELEMETRY, text, exc.reason)
                 continue

@@ -53,16 +53,33 @@ def format_timestamp(moment: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def check_timestamp_bounds(moment: datetime, value: Any, now: datetime | None = None) -> None:
-    """Raise InvalidTelemetryError when ``moment`` is before 1970 or over a day ahead of ``now``."""
+class TimestampOutOfRangeError(InvalidTelemetryError):
+    """A reading stamped before 1970-01-01 or more than a day after the receiving clock."""
+
+    def __init__(
+        self, reason: str, payload: object = None, *, moment: datetime, in_future: bool
+    ) -> None:
+        super().__init__(reason, payload)
+        self.moment = moment
+        self.in_future = in_future
+
+
+def check_timestamp_bounds(
+    moment: datetime, value: Any, now: datetime | None = None, payload: object = None
+) -> None:
+    """Raise TimestampOutOfRangeError when ``moment`` is before 1970 or over a day after ``now``."""
     received_at = now if now is not None else datetime.now(timezone.utc)
     latest = received_at + MAX_FUTURE_SKEW
-    if moment < EARLIEST_TIMESTAMP or moment > latest:
-        raise InvalidTelemetryError(
-            f"timestamp {value!r} is out of range. Send a time from "
-            f"{format_timestamp(EARLIEST_TIMESTAMP)} to {format_timestamp(latest)}, "
-            "at most one day after the receiving clock; fix the device clock"
-        )
+    if EARLIEST_TIMESTAMP <= moment <= latest:
+        return
+    raise TimestampOutOfRangeError(
+        f"timestamp {value!r} is out of range. Send a time from "
+        f"{format_timestamp(EARLIEST_TIMESTAMP)} to {format_timestamp(latest)}, "
+        "at most one day after the receiving clock; fix the device clock",
+        payload,
+        moment=moment,
+        in_future=moment > latest,
+    )
 
 
 def validate_message(message: Any, *, now: datetime | None = None) -> dict[str, Any]:
@@ -88,9 +105,9 @@ def validate_message(message: Any, *, now: datetime | None = None) -> dict[str, 
         raise InvalidTelemetryError("timestamp is missing", payload=message)
     try:
         moment = parse_timestamp(message["timestamp"])
-        check_timestamp_bounds(moment, message["timestamp"], now)
     except InvalidTelemetryError as exc:
         raise InvalidTelemetryError(exc.reason, payload=message) from None
+    check_timestamp_bounds(moment, message["timestamp"], now, payload=message)
     version = message.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise InvalidTelemetryError(

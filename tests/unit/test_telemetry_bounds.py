@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from saodf.errors import InvalidTelemetryError
-from saodf.telemetry import decode_message, validate_message
+from saodf.telemetry import TimestampOutOfRangeError, decode_message, validate_message
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 
@@ -61,3 +61,15 @@ def test_bounds_error_keeps_payload():
     with pytest.raises(InvalidTelemetryError) as caught:
         validate_message(reading("1900-01-01T00:00:00Z"), now=NOW)
     assert caught.value.payload == reading("1900-01-01T00:00:00Z")
+
+
+def test_bounds_error_marks_future():
+    with pytest.raises(TimestampOutOfRangeError) as caught:
+        validate_message(reading("2026-12-06T00:00:00Z"), now=NOW)
+    assert caught.value.in_future
+
+
+def test_bounds_error_marks_past():
+    with pytest.raises(TimestampOutOfRangeError) as caught:
+        validate_message(reading("1900-01-01T00:00:00Z"), now=NOW)
+    assert not caught.value.in_future

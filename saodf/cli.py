@@ -326,7 +326,7 @@ def restore_cache(settings) -> dict:
     Raises:
         SaodfError: no run has finished, or a chosen folder cannot be loaded.
     """
-    from actions.cache import ForecastCache, populate_from_forecasts, redis_client
+    from actions.cache import ForecastCache, populate_from_forecasts, record_left_out, redis_client
     from saodf import pipeline
     from saodf.tenants import tenant_layout, tenant_settings
 
@@ -361,6 +361,11 @@ def restore_cache(settings) -> dict:
         stats["groups"] += 1
         if scope["run_key"] not in stats["runs"]:
             stats["runs"].append(scope["run_key"])
+            # Devices the run left out keep their reason, as after the pipeline's own fill.
+            left_cache = cache or ForecastCache.from_settings(scoped)
+            stats["left_out"] = stats.get("left_out", 0) + record_left_out(
+                f"{prepared_url}/report.json", left_cache, scope["run_key"]
+            )
     return stats
 
 

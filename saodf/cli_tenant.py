@@ -19,6 +19,13 @@ DEVICE_OPTION = typer.Option(None, help="A device of the tenant (repeatable).")
 PATH_OPTION = typer.Option(None, help="An audit log (repeatable); default: every log of the home.")
 
 
+# Airflow, mosquitto and the SQS drains read the tenant list when they start.
+RESTART_HINT = (
+    "the tenant's pipeline DAG, MQTT logins and SQS drain start with the next "
+    "`saodf stack down && saodf stack up`; the gateways and Redis use it already"
+)
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
@@ -71,6 +78,7 @@ def tenant_create(
     _print_secrets(issued)
     if redis_acl:
         _apply_redis(settings)
+    typer.echo(RESTART_HINT, err=True)
 
 
 @tenant_app.command("list")
@@ -113,6 +121,7 @@ def tenant_rotate(
     _print_secrets(issued)
     if redis_acl:
         _apply_redis(settings)
+    typer.echo(RESTART_HINT, err=True)
 
 
 @tenant_app.command("delete")
@@ -136,6 +145,7 @@ def tenant_delete(
     typer.echo(f"tenant {tenant.name} deleted; its data under {tenant.lake_prefix} is kept")
     if redis_acl:
         _apply_redis(settings)
+    typer.echo(RESTART_HINT, err=True)
 
 
 @audit_app.command("verify")

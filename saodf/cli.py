@@ -100,6 +100,9 @@ def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         typer.echo(
             f"  {row['name']:<22} {state:<8} pid={row['pid'] or '-':<8} port={row['port'] or '-'}"
         )
+        if row.get("error"):
+            # An unreadable pid file: the service may run without the stack knowing its pid.
+            typer.secho(f"    {row['error']}", fg=typer.colors.YELLOW)
     if not all(row["healthy"] for row in rows):
         raise typer.Exit(code=3)
 

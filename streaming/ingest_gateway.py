@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -172,6 +173,25 @@ def _split_payload(body: bytes, max_batch: int) -> tuple[list[tuple[Any, bytes]]
             f"batch has {len(decoded)} readings; the maximum is {max_batch}, so split it"
         )
     return [(item, orjson.dumps(item)) for item in decoded], None
+
+
+_PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{0,16}$")
+
+
+def path_label(path: str) -> str:
+    """Return ``path`` for messages, logs and audit records, or a digest if it may hold a secret.
+
+    Known routes and paths made of short plain segments are kept, so a typo stays readable.
+    A longer segment could be a token pasted into the URL, so such a path is named by its
+    digest and length only. The query string is never kept.
+    """
+    route = path.split("?", 1)[0]
+    if route in ROUTE_METHODS:
+        return route
+    segments = route.split("/")
+    if len(route) <= 100 and all(_PLAIN_SEGMENT.match(part) for part in segments):
+        return route
+    return f"sha256:{secret_digest(route)} ({len(route)} characters)"
 
 
 def redacted_device_id(device_id: str) -> str:
@@ -488,8 +508,8 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             gateway.audit.append(
                 event,
                 method=self.command,
-                path=self.path.split("?", 1)[0],
-                resource=fields.pop("resource", None) or self.path.split("?", 1)[0],
+                path=path_label(self.path),
+                resource=fields.pop("resource", None) or path_label(self.path),
                 client=client,
                 http_status=int(status),
                 outcome=outcome,
@@ -505,7 +525,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             logger.info(
                 "rejected %s %s from %s with %d: %s",
                 self.command,
-                self.path,
+                path_label(self.path),
                 self.client_address[0],
                 int(status),
                 message,
@@ -522,7 +542,9 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             # A rejected request's body is not read, so its connection cannot carry another one.
             if allowed is None:
                 self._reject(
-                    HTTPStatus.NOT_FOUND, f"no route {path}; use {TELEMETRY_PATH}", close=True
+                    HTTPStatus.NOT_FOUND,
+                    f"no route {path_label(path)}; use {TELEMETRY_PATH}",
+                    close=True,
                 )
                 return False
             if self.command != allowed:

@@ -77,3 +77,26 @@ def test_config_rejects_text_number(monkeypatch):
     monkeypatch.setenv("SAODF_INGEST_MAX_BATCH", "many")
     with pytest.raises(ConfigError, match="SAODF_INGEST_MAX_BATCH='many' is not a number"):
         IngestConfig.from_env()
+
+
+def test_path_label_keeps_routes():
+    from streaming.ingest_gateway import TELEMETRY_PATH, path_label
+
+    assert path_label(TELEMETRY_PATH + "?token=abc") == TELEMETRY_PATH
+
+
+def test_path_label_keeps_short_typos():
+    from streaming.ingest_gateway import path_label
+
+    assert path_label("/v1/telemtry") == "/v1/telemtry"
+
+
+def test_path_label_hides_long_segments():
+    import secrets
+
+    from streaming.ingest_gateway import path_label
+
+    token = secrets.token_urlsafe(32)
+    label = path_label(f"/v1/{token}")
+    assert token not in label
+    assert label.startswith("sha256:")

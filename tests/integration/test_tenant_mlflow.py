@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from mlflow import MlflowClient
 
+from models.registry import client_for
 from saodf.tenants import tenant_settings
 
 pytestmark = pytest.mark.integration
@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def names(session_settings, mlflow_uri):
     """Register one experiment and one model per tenant under names from their settings."""
-    client = MlflowClient(mlflow_uri)
+    # Both URIs: without a registry URI MLflow writes models to ./mlflow.db.
+    client = client_for(mlflow_uri)
     run = uuid.uuid4().hex[:8]
     base = session_settings.with_overrides(
         mlflow_experiment=f"telemetry_pipeline-{run}", registered_model_prefix=f"forecaster-{run}"

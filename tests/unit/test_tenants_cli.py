@@ -84,3 +84,24 @@ def test_watch_alert_names_rule(settings):
     log.append("reject", http_status=403, namespace="acme", target_namespace="beta", actor="u")
     result = runner.invoke(audit_app, ["watch"])
     assert json.loads(result.stdout.splitlines()[0])["rule"] == "cross_tenant"
+
+
+def test_delete_audited(settings):
+    runner.invoke(tenant_app, ["create", "acme", "--no-redis-acl"])
+    runner.invoke(tenant_app, ["delete", "acme", "--yes", "--no-redis-acl"])
+    record = json.loads((settings.log_dir / "admin_audit.jsonl").read_text().splitlines()[-1])
+    fields = ("event", "tenant", "action", "resource", "outcome", "client")
+    assert {name: record.get(name) for name in fields} == {
+        "event": "admin",
+        "tenant": "acme",
+        "action": "tenant.delete",
+        "resource": "acme",
+        "outcome": "succeeded",
+        "client": "local",
+    }
+
+
+def test_unknown_delete_audited(settings):
+    runner.invoke(tenant_app, ["delete", "ghost", "--yes", "--no-redis-acl"])
+    record = json.loads((settings.log_dir / "admin_audit.jsonl").read_text().splitlines()[-1])
+    assert (record["action"], record["outcome"]) == ("tenant.delete", "rejected")

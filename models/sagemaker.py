@@ -85,7 +85,8 @@ class AwsJobSettings:
         """Read the job settings from ``settings.extra`` and ``SAODF_SAGEMAKER_*`` variables.
 
         Keys of ``settings.extra`` win over the environment. ``artifacts_url`` defaults
-        to ``{lake_url}/sagemaker`` when the lake is on S3.
+        to ``{lake_url}/sagemaker`` when the lake is on S3. ``max_wait_seconds``
+        defaults to 3600 with Spot training and to none (``"none"``) without it.
 
         Raises:
             ConfigError: the role ARN or an S3 artifacts URL is missing, or a number is invalid.
@@ -114,7 +115,11 @@ class AwsJobSettings:
                 f"SAODF_SAGEMAKER_ARTIFACTS_URL is not set and the lake {lake!r} is not on S3; "
                 "set it to an s3:// folder for model artifacts, code and forecasts"
             )
-        max_wait = value("max_wait_seconds", str(BUILTIN_SPOT_WAIT_CAP_SECONDS))
+        use_spot = _bool_setting("use_spot", value("use_spot", "true"))
+        # The wait time exists only for Spot, so it defaults to the cap only when Spot is on.
+        max_wait = value(
+            "max_wait_seconds", str(BUILTIN_SPOT_WAIT_CAP_SECONDS) if use_spot else "none"
+        )
         job = cls(
             role_arn=role,
             artifacts_url=artifacts.rstrip("/"),
@@ -124,7 +129,7 @@ class AwsJobSettings:
             training_instance_count=_int_setting("training_instance_count", value, 1),
             volume_size_gb=_int_setting("volume_size_gb", value, 10),
             max_runtime_seconds=_int_setting("max_runtime_seconds", value, 3000),
-            use_spot=_bool_setting("use_spot", value("use_spot", "true")),
+            use_spot=use_spot,
             max_wait_seconds=None if max_wait in ("none", "") else _to_int("max_wait", max_wait),
             checkpoint_s3_uri=value("checkpoint_s3_uri"),
             transform_instance_type=value("transform_instance_type", "ml.m5.large"),

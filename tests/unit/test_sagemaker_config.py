@@ -96,6 +96,35 @@ def test_job_settings_from_env():
     assert job.max_wait_seconds is None
 
 
+def test_job_settings_spot_off_alone():
+    settings = Settings.from_env().with_overrides(lake_url="s3://saodf-lake/lake")
+    job = AwsJobSettings.from_settings(
+        settings, {"SAODF_SAGEMAKER_ROLE_ARN": ROLE, "SAODF_SAGEMAKER_USE_SPOT": "false"}
+    )
+    request = _training(job=job)
+    assert job.use_spot is False
+    assert job.max_wait_seconds is None
+    assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+
+
+def test_job_settings_spot_wait_default():
+    settings = Settings.from_env().with_overrides(lake_url="s3://saodf-lake/lake")
+    job = AwsJobSettings.from_settings(settings, {"SAODF_SAGEMAKER_ROLE_ARN": ROLE})
+    assert job.use_spot is True
+    assert job.max_wait_seconds == 3600
+
+
+def test_job_settings_wait_without_spot():
+    settings = Settings.from_env().with_overrides(lake_url="s3://saodf-lake/lake")
+    environ = {
+        "SAODF_SAGEMAKER_ROLE_ARN": ROLE,
+        "SAODF_SAGEMAKER_USE_SPOT": "false",
+        "SAODF_SAGEMAKER_MAX_WAIT_SECONDS": "3600",
+    }
+    with pytest.raises(ConfigError, match=r"MaxWaitTimeInSeconds=3600 is set without"):
+        AwsJobSettings.from_settings(settings, environ)
+
+
 def test_job_settings_need_role():
     with pytest.raises(ConfigError, match=r"SAODF_SAGEMAKER_ROLE_ARN is not set"):
         AwsJobSettings.from_settings(Settings.from_env(), {})

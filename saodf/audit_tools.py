@@ -15,8 +15,9 @@ time window:
 - ``unusual_volume``: an actor's calls in one window far above its usual rate;
 - ``unknown_source_guess``: even one wrong gateway key or unknown device token from a
   source address that had not authenticated before, below the brute-force threshold;
-- ``revoked_key``: a gateway key or device token that ``saodf tenant rotate-keys`` rotated
-  out (:func:`record_revoked_keys`), from any source, matched by the ``key_digest`` of the
+- ``revoked_key``: a gateway key or device token that ``saodf tenant rotate-keys`` or
+  ``saodf device token create`` rotated out, or that ``saodf device token revoke`` removed
+  (:func:`record_revoked_keys`), from any source, matched by the ``key_digest`` of the
   action gateway's and the ``token_digest`` of the ingest gateway's 401 records.
 
 An actor is the key's subject uuid or device id when the caller authenticated, else

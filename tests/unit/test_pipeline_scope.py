@@ -167,3 +167,103 @@ def test_preprocess_too_short_is_no_data(tmp_path, monkeypatch):
     )
     with pytest.raises(pipeline.NoDataError, match="short-1"):
         pipeline.preprocess(scope, settings)
+
+
+def _write_raw_hour(settings, device_id: str, hour_start: str) -> None:
+    """Write one reading a minute for ``device_id`` in the hour from ``hour_start``."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from saodf import lake
+
+    times = pd.date_range(hour_start, periods=60, freq="1min")
+    offsets = range(int(times[0].timestamp()), int(times[0].timestamp()) + 60)
+    frame = pd.DataFrame(
+        {
+            "device_id": device_id,
+            "timestamp": times,
+            "metric": "temperature",
+            "value": [20.0 + (minute % 7) for minute in range(60)],
+            "schema_version": 1,
+            "kafka_topic": "telemetry.raw",
+            "kafka_partition": 0,
+            "kafka_offset": offsets,
+        }
+    )
+    table = pa.Table.from_pandas(frame, schema=lake.RAW_SCHEMA, preserve_index=False)
+    url = lake.raw_partition_url(settings.lake_url, device_id, times[0])
+    name = lake.raw_file_name("telemetry.raw", 0, offsets[0], offsets[-1])
+    lake.write_parquet_atomic(table, url + "/" + name)
+
+
+def _partition(path: str) -> str:
+    """Return ``device/date/hour`` of a raw file path."""
+    parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in path.split("/") if "=" in p}
+    return f"{parts['device_id']}/{parts['date']}/{parts['hour']}"
+
+
+def test_interval_run_raw_partitions(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from saodf import lake
+
+    settings = _settings(tmp_path, monkeypatch)
+    # pump-a sends every hour from 07:00 to 12:59, pump-b only before the interval and
+    # pump-c only after it.
+    for hour in range(7, 13):
+        _write_raw_hour(settings, "pump-a", f"2014-01-01T{hour:02d}:00:00Z")
+    _write_raw_hour(settings, "pump-b", "2014-01-01T09:00:00Z")
+    _write_raw_hour(settings, "pump-c", "2014-01-01T11:00:00Z")
+
+    listed: list[list[str]] = []
+    list_raw_files = lake.list_raw_files
+
+    def spy(*args, **kwargs):
+        files = list_raw_files(*args, **kwargs)
+        listed.append(sorted(_partition(f) for f in files))
+        return files
+
+    monkeypatch.setattr(lake, "list_raw_files", spy)
+    start = datetime(2014, 1, 1, 10, tzinfo=timezone.utc)
+    end = datetime(2014, 1, 1, 11, tzinfo=timezone.utc)
+    scope = pipeline.scope_from_interval(start, end, history_hours=3)
+    assert scope["start"] == "2014-01-01T08:00:00Z"
+
+    scope = pipeline.resolve_devices(scope, settings)
+    assert scope["devices"] == ["pump-a"]
+    assert listed.pop() == ["pump-a/2014-01-01/10"]
+
+    checked = pipeline.validate_raw(scope, settings)
+    assert listed.pop() == ["pump-a/2014-01-01/10"]
+    assert checked["rows"] == 60
+    assert checked["success"] is True
+
+    prepared = pipeline.preprocess(scope, settings)
+    assert listed.pop() == [
+        "pump-a/2014-01-01/08",
+        "pump-a/2014-01-01/09",
+        "pump-a/2014-01-01/10",
+    ]
+    assert listed == []
+    assert prepared["prepared_url"] == settings.lake_path("prepared", scope["run_key"])
+
+    frame = pd.read_parquet(tmp_path / "lake" / "prepared" / scope["run_key"] / "prepared.parquet")
+    assert set(frame["device_id"]) == {"pump-a"}
+    assert frame["timestamp"].min() == pd.Timestamp("2014-01-01T08:00:00Z")
+    assert frame["timestamp"].max() == pd.Timestamp("2014-01-01T10:59:00Z")
+
+    # Outside the raw zone the run writes only under its run key, except the category
+    # mapping that every run shares.
+    lake_root = tmp_path / "lake"
+    written = [
+        path.relative_to(lake_root).parts
+        for path in lake_root.rglob("*")
+        if path.is_file() and path.relative_to(lake_root).parts[0] != "raw"
+    ]
+    run_key_position = {"prepared": 1, "data_docs": 2, "quarantine": 2}
+    assert written
+    for parts in written:
+        if parts == ("meta", "cat_mapping.json"):
+            continue
+        assert parts[0] in run_key_position, "/".join(parts)
+        assert parts[run_key_position[parts[0]]] == scope["run_key"], "/".join(parts)

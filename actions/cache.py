@@ -1,6 +1,7 @@
 """Redis forecast cache shared by the batch path (populate) and the real-time actions (read).
 
-Keys, all under the ``saodf:`` prefix that the Redis ACL user may touch:
+Keys, all under the ``saodf:`` prefix. Each service's Redis ACL user may touch only those
+that its code uses (see :mod:`actions.redis_acl`):
 
 - ``saodf:fc:{sha256}``: one forecast in the SageMaker DeepAR output format, as JSON. The
   hash covers device id, forecast window start, horizon, frequency, model name and model
@@ -296,13 +297,14 @@ class TenantCredentials(redis.CredentialProvider):
 
 
 def redis_client(
-    settings: Settings | None = None, timeout: float = 5.0, retries: int = 2
+    settings: Settings | None = None, timeout: float = 5.0, retries: int = 2, *, role: str
 ) -> redis.Redis:
-    """Return a client authenticated as the configured ACL user, decoding replies as text.
+    """Return a client authenticated as the ACL user of ``role``, decoding replies as text.
 
-    Settings scoped to a tenant (:func:`saodf.tenants.tenant_settings`) authenticate as
-    the tenant's ACL user with its password from the tenant registry; the others as
-    ``settings.redis_user`` with the stack's Redis password.
+    ``role`` names an entry of :data:`actions.redis_acl.ROLES`, and
+    :func:`actions.redis_acl.role_login` picks its user and password. Settings scoped to a
+    tenant (:func:`saodf.tenants.tenant_settings`) authenticate as the tenant's ACL user
+    instead, with its password from the tenant registry, whatever the role.
 
     ``timeout`` bounds, in seconds, both connecting and each reply. A failed connection is
     retried ``retries`` times, 100 ms and then 200 ms apart. redis-py 8 retries 10 times
@@ -312,15 +314,17 @@ def redis_client(
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    from saodf.secrets import redis_password
+    from actions.redis_acl import get_role, role_login
     from saodf.tenants import settings_tenant
 
     settings = settings or get_settings()
+    get_role(role)
     tenant = settings_tenant(settings)
     if tenant is not None:
         login: dict[str, Any] = {"credential_provider": TenantCredentials(settings, tenant.name)}
     else:
-        login = {"username": settings.redis_user, "password": redis_password(settings)}
+        username, password = role_login(settings, role)
+        login = {"username": username, "password": password}
     return redis.Redis(
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         host=settings.redis_host,
@@ -366,15 +370,18 @@ class ForecastCache:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, timeout: float = 5.0
+        cls, settings: Settings | None = None, timeout: float = 5.0, *, role: str
     ) -> "ForecastCache":
-        """Return the cache of ``settings``: a tenant's keys and user when they are scoped to one."""
+        """Return the cache of ``settings``, connected as ``role`` (see :func:`redis_client`).
+
+        Settings scoped to a tenant give the tenant's keys and ACL user.
+        """
         from saodf.tenants import settings_tenant
 
         settings = settings or get_settings()
         tenant = settings_tenant(settings)
         prefix = tenant.redis_key_prefix if tenant is not None else DEFAULT_KEY_PREFIX
-        return cls(redis_client(settings, timeout=timeout), key_prefix=prefix)
+        return cls(redis_client(settings, timeout=timeout, role=role), key_prefix=prefix)
 
     def key(self, default_key: str) -> str:
         """Return this cache's key for a default-deployment key such as ``HITS_KEY``."""
@@ -675,7 +682,8 @@ def populate_from_forecasts(
         settings: where Redis is; defaults to :func:`get_settings`.
         volatility_overrides: ``{device_id: "dynamic" | "stable"}`` replacing the class
             computed from the coefficient of variation.
-        cache: the cache to fill; defaults to one built from ``settings``.
+        cache: the cache to fill; defaults to one built from ``settings`` that connects
+            as the writer role.
 
     Returns:
         ``{"groups", "entries", "devices", "volatility": {class: count}}``.
@@ -683,8 +691,10 @@ def populate_from_forecasts(
     Raises:
         CacheError: a manifest or output file that is missing or does not match.
     """
+    from actions.redis_acl import WRITER
+
     settings = settings or get_settings()
-    cache = cache or ForecastCache.from_settings(settings)
+    cache = cache or ForecastCache.from_settings(settings, role=WRITER)
     overrides = dict(volatility_overrides or {})
     for device_id, klass in overrides.items():
         if klass not in VOLATILITY_CLASSES:

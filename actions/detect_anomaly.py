@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError
 
 from actions.cache import REDIS_UNAVAILABLE_ERRORS, CacheError, DevicePointer, ForecastCache
 from actions.fallback import DegradedLog, EwmaState
+from actions.redis_acl import DETECTOR
 from saodf.config import Settings
 from saodf.errors import InvalidTelemetryError, SaodfError
 from saodf.telemetry import metric_names, parse_timestamp, validate_message
@@ -493,9 +494,11 @@ class Detector:
     own process, so both score with the same code and state keys.
     """
 
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, role: str = DETECTOR):
         # None: the runtime's settings (scoped by SAODF_TENANT), read when first needed.
         self.settings = settings
+        # Redis ACL role of the client (see actions.redis_acl). A tenant's settings ignore it.
+        self.role = role
         self._cache: ForecastCache | None = None
         self.state = EwmaState()
         self.degraded_log = DegradedLog("detect_anomaly")
@@ -504,7 +507,9 @@ class Detector:
         """Return the Redis cache client, built on first use so that its pool stays warm."""
         if self._cache is None:
             settings = self.settings or runtime_settings()
-            self._cache = ForecastCache.from_settings(settings, timeout=REDIS_TIMEOUT_SECONDS)
+            self._cache = ForecastCache.from_settings(
+                settings, timeout=REDIS_TIMEOUT_SECONDS, role=self.role
+            )
         return self._cache
 
     def run(

@@ -37,6 +37,7 @@ from actions.cache import (
     truncate_forecast,
 )
 from actions.fallback import DegradedLog, LakePointerIndex, PointerMemo
+from actions.redis_acl import FORECAST
 from saodf.config import Settings, get_settings
 from saodf.errors import SaodfError
 from saodf.telemetry import DEVICE_ID_PATTERN
@@ -302,7 +303,9 @@ def _cache() -> ForecastCache:
     # One client per runtime process: the connection pool stays warm between activations.
     global _CACHE
     if _CACHE is None:
-        _CACHE = ForecastCache.from_settings(runtime_settings(), timeout=REDIS_TIMEOUT_SECONDS)
+        _CACHE = ForecastCache.from_settings(
+            runtime_settings(), timeout=REDIS_TIMEOUT_SECONDS, role=FORECAST
+        )
     return _CACHE
 
 

@@ -426,10 +426,11 @@ class Gateway:
         import redis
 
         from actions.cache import ForecastCache
+        from actions.redis_acl import GATEWAY
 
         try:
             if self._cache is None:
-                self._cache = ForecastCache.from_settings(self.settings)
+                self._cache = ForecastCache.from_settings(self.settings, role=GATEWAY)
             return self._cache.stats()
         except (redis.RedisError, OSError) as exc:
             logger.warning("cache statistics unavailable for /metrics: %s", exc)

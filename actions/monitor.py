@@ -53,6 +53,7 @@ from actions.cache import (
     ForecastCache,
     json_safe,
 )
+from actions.redis_acl import MONITOR
 from saodf.config import Settings, get_settings
 from saodf.errors import ConfigError, SaodfError
 
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         window_seconds=options.window_seconds,
         interval_seconds=options.interval_seconds,
     )
-    cache = ForecastCache.from_settings(settings)
+    cache = ForecastCache.from_settings(settings, role=MONITOR)
     while not stop.is_set():
         try:
             monitor = HitMonitor(cache, monitor_options, model_forecaster(settings))

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 COMMON_MODULES = [
     "actions/__init__.py",
     "actions/cache.py",
+    "actions/redis_acl.py",
     "saodf/__init__.py",
     "saodf/config.py",
     "saodf/errors.py",

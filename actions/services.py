@@ -16,7 +16,7 @@ from pathlib import Path
 from saodf.config import Settings
 from saodf.errors import ServiceError
 from saodf.stack.process import ServiceSpec
-from saodf.stack.services import python_service_spec
+from saodf.stack.services import python_service_spec, redis_user_lines
 
 
 def realtime_service_specs(settings: Settings) -> list[ServiceSpec]:
@@ -36,12 +36,13 @@ class RedisServerTLS:
 
 def redis_config_lines(
     settings: Settings,
-    password: str,
     redis_dir: Path,
     maxmemory: str | None = None,
     tls: RedisServerTLS | None = None,
 ) -> list[str]:
-    """Return redis.conf lines: loopback bind, ACL user, ``allkeys-lru`` under ``maxmemory``.
+    """Return redis.conf lines: loopback bind, ACL users, ``allkeys-lru`` under ``maxmemory``.
+
+    The ACL users are those of the local stack (:func:`saodf.stack.services.redis_user_lines`).
 
     With ``tls`` the server listens with TLS on ``settings.redis_port`` and has no plain
     port. ``maxmemory`` defaults to ``settings.redis_maxmemory``.
@@ -56,11 +57,7 @@ def redis_config_lines(
         "maxmemory-policy allkeys-lru",
         "daemonize no",
         "logfile ''",
-        # Every client authenticates as the ACL user, which may touch only saodf:* keys and no
-        # admin commands except INFO (for the cache statistics).
-        "user default off",
-        f"user {settings.redis_user} on >{password} ~saodf:* resetchannels &saodf:* "
-        "+@all -@dangerous +info +ping",
+        *redis_user_lines(settings),
     ]
     if tls is None:
         lines.append(f"port {settings.redis_port}")
@@ -77,7 +74,7 @@ def redis_config_lines(
 
 
 def write_config(path: Path, lines: list[str]) -> Path:
-    """Write a config file with mode 0600, because it contains the ACL password."""
+    """Write a config file with mode 0600, because it contains the ACL passwords."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -90,9 +87,10 @@ def _cache_answers(settings: Settings) -> bool:
     import redis
 
     from actions.cache import redis_client
+    from actions.redis_acl import HEALTH
 
     try:
-        return bool(redis_client(settings, timeout=1.0).ping())
+        return bool(redis_client(settings, timeout=1.0, role=HEALTH).ping())
     except (redis.RedisError, OSError):
         return False
 
@@ -112,8 +110,6 @@ def cache_redis_spec(
     Raises:
         ServiceError: redis-server is not on PATH.
     """
-    from saodf.secrets import redis_password
-
     server = shutil.which("redis-server")
     if server is None:
         raise ServiceError(
@@ -121,7 +117,7 @@ def cache_redis_spec(
         )
     redis_dir = settings.home / name
     redis_dir.mkdir(parents=True, exist_ok=True)
-    lines = redis_config_lines(settings, redis_password(settings), redis_dir, maxmemory, tls)
+    lines = redis_config_lines(settings, redis_dir, maxmemory, tls)
     conf = write_config(redis_dir / "redis.conf", lines)
     return ServiceSpec(
         name=name,

@@ -54,6 +54,7 @@ from actions.cache import (
     redis_client,
     volatility_class,
 )
+from actions.redis_acl import FORECAST, MONITOR, READER, WRITER
 from saodf import bench as harness
 from saodf.config import Settings, reset_settings
 
@@ -574,7 +575,7 @@ def measure_hit_path(settings: Settings, device_ids: list[str], count: int) -> d
 
     rng = random.Random(2)
     requests_mix = [rng.choice(device_ids) for _ in range(count)]
-    client = redis_client(settings)
+    client = redis_client(settings, role=READER)
     cache = ForecastCache(client)
     keys = {device_id: cache.pointer(device_id).forecast_key for device_id in device_ids}
     bare = []
@@ -621,13 +622,21 @@ def replay(
     every time in them divided by ``TIME_SCALE``.
     """
     from actions.monitor import HitMonitor, MonitorOptions, store_forecast
+    from saodf.tenants import admin_redis_client
 
-    client = redis_client(settings)
     scaled_dynamic = max(1, round(DYNAMIC_TTL_SECONDS / TIME_SCALE))
     scaled_stable = max(1, round(STABLE_TTL_SECONDS / TIME_SCALE))
-    client.delete("saodf:cache:ttl", "saodf:cache:prefetch")
-    cache = ForecastCache(client, dynamic_ttl=scaled_dynamic, stable_ttl=scaled_stable)
-    classes = populate(cache, devices, folder)
+    # The bench resets the monitor's state in its own Redis as the admin user, because the
+    # reset is no service's work.
+    admin_redis_client(settings).delete("saodf:cache:ttl", "saodf:cache:prefetch")
+    writer = ForecastCache(
+        redis_client(settings, role=WRITER), dynamic_ttl=scaled_dynamic, stable_ttl=scaled_stable
+    )
+    classes = populate(writer, devices, folder)
+    # Lookups and recomputes on a miss run as the forecast action does.
+    cache = ForecastCache(
+        redis_client(settings, role=FORECAST), dynamic_ttl=scaled_dynamic, stable_ttl=scaled_stable
+    )
 
     def recompute(target_cache: ForecastCache, pointer: DevicePointer) -> None:
         record = read_jsonl_line(pointer.context_url, pointer.context_line)
@@ -659,7 +668,9 @@ def replay(
             max_stable_ttl=max(scaled_stable, round(defaults.max_stable_ttl / TIME_SCALE)),
         )
         monitor_cache = ForecastCache(
-            redis_client(settings), dynamic_ttl=scaled_dynamic, stable_ttl=scaled_stable
+            redis_client(settings, role=MONITOR),
+            dynamic_ttl=scaled_dynamic,
+            stable_ttl=scaled_stable,
         )
         monitor = HitMonitor(monitor_cache, options, monitor_recompute)
         monitor_thread = threading.Thread(
@@ -767,7 +778,7 @@ def run(settings: Settings, quick: bool) -> dict:
         stream = measure_stream(stack, sizes.stream_seconds, STREAM_DEVICES)
     load_after_stream = os.getloadavg()[0]
     with harness.local_services(["redis"], settings) as stack:
-        cache = ForecastCache(redis_client(stack))
+        cache = ForecastCache(redis_client(stack, role=WRITER))
         populate(cache, devices, stack.home / "bench-context")
         device_ids = [item.device_id for item in devices]
         gateway = measure_gateway(stack, device_ids, sizes.gateway_requests)

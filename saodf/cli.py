@@ -330,6 +330,7 @@ def restore_cache(settings) -> dict:
         SaodfError: no run has finished, or a chosen folder cannot be loaded.
     """
     from actions.cache import ForecastCache, populate_from_forecasts, record_left_out, redis_client
+    from actions.redis_acl import WRITER
     from saodf import pipeline
     from saodf.tenants import tenant_layout, tenant_settings
 
@@ -355,17 +356,17 @@ def restore_cache(settings) -> dict:
     for scope, scoped, group_url, prepared_url in reversed(chosen):
         cache = None
         if scope.get("tenant"):
-            # The tenant's ACL user may only read, so the stack's user writes under the
-            # tenant's key prefix, as the pipeline's populate_cache task does.
+            # The stack's writer role writes under the tenant's key prefix, as the
+            # pipeline's populate_cache task does.
             prefix = tenant_layout(scope["tenant"]).redis_key_prefix
-            cache = ForecastCache(redis_client(settings), key_prefix=prefix)
+            cache = ForecastCache(redis_client(settings, role=WRITER), key_prefix=prefix)
         result = populate_from_forecasts(group_url, prepared_url, scoped, cache=cache)
         stats["entries"] += result["entries"]
         stats["groups"] += 1
         if scope["run_key"] not in stats["runs"]:
             stats["runs"].append(scope["run_key"])
             # Devices the run left out keep their reason, as after the pipeline's own fill.
-            left_cache = cache or ForecastCache.from_settings(scoped)
+            left_cache = cache or ForecastCache.from_settings(scoped, role=WRITER)
             stats["left_out"] = stats.get("left_out", 0) + record_left_out(
                 f"{prepared_url}/report.json", left_cache, scope["run_key"]
             )

@@ -69,6 +69,18 @@ def _env_optional(name: str) -> str | None:
     return value or None
 
 
+REDIS_ROLE_USER_PREFIX = "SAODF_REDIS_USER_"
+
+
+def _redis_role_users() -> dict[str, str]:
+    """Return ``{role: user}`` from the non-empty ``SAODF_REDIS_USER_<ROLE>`` variables."""
+    return {
+        name[len(REDIS_ROLE_USER_PREFIX) :].lower(): value
+        for name, value in sorted(os.environ.items())
+        if name.startswith(REDIS_ROLE_USER_PREFIX) and value
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration; build it with :func:`get_settings` or :meth:`from_env`."""
@@ -81,6 +93,8 @@ class Settings:
     kafka_bootstrap: str
     redis_host: str
     redis_port: int
+    # One Redis user for every role (SAODF_REDIS_USER), empty for the per-role users of
+    # actions.redis_acl. Settings scoped to a tenant hold the tenant's user.
     redis_user: str
     redis_maxmemory: str
     mlflow_tracking_uri: str
@@ -113,6 +127,9 @@ class Settings:
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
+    # Redis user of each role set by SAODF_REDIS_USER_<ROLE>, keyed by the role in lower
+    # case. It takes precedence over redis_user.
+    redis_role_users: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -139,7 +156,7 @@ class Settings:
             kafka_bootstrap=_env("SAODF_KAFKA_BOOTSTRAP", f"{host}:{ports['kafka']}"),
             redis_host=_env("SAODF_REDIS_HOST", host),
             redis_port=_env_int("SAODF_REDIS_PORT", ports["redis"], minimum=1),
-            redis_user=_env("SAODF_REDIS_USER", "saodf"),
+            redis_user=_env("SAODF_REDIS_USER", ""),
             redis_maxmemory=_env("SAODF_REDIS_MAXMEMORY", "256mb"),
             mlflow_tracking_uri=_env("SAODF_MLFLOW_URI", f"http://{host}:{ports['mlflow']}"),
             aws_endpoint_url=aws_endpoint or None,
@@ -157,6 +174,7 @@ class Settings:
             redis_tls_ca_file=_env_optional("SAODF_REDIS_TLS_CA_FILE"),
             redis_tls_cert_file=_env_optional("SAODF_REDIS_TLS_CERT_FILE"),
             redis_tls_key_file=_env_optional("SAODF_REDIS_TLS_KEY_FILE"),
+            redis_role_users=_redis_role_users(),
         )
 
     def with_overrides(self, **changes) -> "Settings":

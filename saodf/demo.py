@@ -301,8 +301,9 @@ def _run_steps(settings: Settings, client, nab_group: str, timeout: float, start
     report.anomalies["flagged_all_devices"] = len(flagged)
 
     from actions.cache import ForecastCache
+    from actions.redis_acl import READER
 
-    report.cache = ForecastCache.from_settings(settings).stats()
+    report.cache = ForecastCache.from_settings(settings, role=READER).stats()
     echo("[6/6] summary")
     print_summary(settings, report, time.monotonic() - started, echo)
     return report
@@ -315,6 +316,7 @@ def call_forecasts(settings: Settings, groups: dict[str, Any], echo) -> list[dic
     from the MLflow registry, forecasts from the stored context and caches the result.
     """
     from actions.cache import ForecastCache
+    from actions.redis_acl import WRITER
     from saodf.gateway_client import invoke
 
     calls = []
@@ -346,7 +348,7 @@ def call_forecasts(settings: Settings, groups: dict[str, Any], echo) -> list[dic
         deepar_groups = {g for g, info in groups.items() if info.get("champion_kind") == "deepar"}
         firsts.sort(key=lambda item: item[1] not in deepar_groups)
         device, group = firsts[0]
-        cache = ForecastCache.from_settings(settings)
+        cache = ForecastCache.from_settings(settings, role=WRITER)
         pointer = cache.pointer(device)
         if pointer is not None:
             cache.client.delete(pointer.forecast_key)

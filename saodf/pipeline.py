@@ -405,6 +405,7 @@ def batch_transform(
 def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Load the run's forecasts into the Redis forecast cache."""
     from actions.cache import ForecastCache, populate_from_forecasts, record_left_out
+    from actions.redis_acl import WRITER
 
     settings = settings_for(scope, settings)
     started = time.monotonic()
@@ -414,13 +415,14 @@ def populate_cache(scope: dict[str, Any], settings: Settings | None = None) -> d
         from actions.cache import redis_client
         from saodf.tenants import tenant_layout
 
-        # The tenant's ACL user may only read; the pipeline writes with the stack's user,
-        # under the tenant's key prefix.
+        # The pipeline writes as the stack's writer role, whose ACL covers every tenant's
+        # cache keys, under the tenant's key prefix.
         cache = ForecastCache(
-            redis_client(get_settings()), key_prefix=tenant_layout(scope["tenant"]).redis_key_prefix
+            redis_client(get_settings(), role=WRITER),
+            key_prefix=tenant_layout(scope["tenant"]).redis_key_prefix,
         )
     if cache is None:
-        cache = ForecastCache.from_settings(settings)
+        cache = ForecastCache.from_settings(settings, role=WRITER)
     stats = populate_from_forecasts(paths["forecasts"], paths["prepared"], settings, cache=cache)
     # Devices that preprocessing skipped get no pointer. Their entry lets a forecast request
     # return the skip reason.

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from actions.redis_acl import TENANT_COMMANDS
 from saodf.config import Settings, get_settings
 from saodf.errors import ConfigError, SaodfError
 from saodf.secrets import gateway_keys, get_or_create_secret, secrets_dir, write_json_secret
@@ -37,28 +38,9 @@ logger = logging.getLogger(__name__)
 TENANTS_FILE = "tenants.json"
 REDIS_ADMIN_USER = "saodf-admin"
 TENANT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
-# Commands that the ``forecast`` and ``detect_anomaly`` actions issue on a tenant's keys.
-# They read pointers and forecasts, store forecasts in a MULTI/EXEC transaction, count
-# misses, and run the Lua lookup and detector scripts by EVALSHA after SCRIPT LOAD. Redis
-# checks the scripts' own GET, INCR, ZINCRBY, EXPIRE, HMGET and HSET against the same ACL.
-CACHE_COMMANDS = (
-    "get",
-    "set",
-    "del",
-    "expire",
-    "incr",
-    "zincrby",
-    "hgetall",
-    "hmget",
-    "hset",
-    "evalsha",
-    "script|load",
-    "script|exists",
-    "multi",
-    "exec",
-    "discard",
-    "ping",
-)
+# Commands that the ``forecast`` and ``detect_anomaly`` actions send on a tenant's keys.
+# They are those of the forecast and detector roles, including the commands in scripts.
+CACHE_COMMANDS = TENANT_COMMANDS
 # Variable naming the tenant whose resources a process serves (see :func:`runtime_settings`).
 TENANT_ENV = "SAODF_TENANT"
 # Key of Settings.extra that marks settings scoped to one tenant.

@@ -182,13 +182,14 @@ class InProcessDetector:
 
     def __init__(self, settings: Settings, options: ConsumerOptions):
         from actions.detect_anomaly import Detector
+        from actions.redis_acl import CONSUMER
         from saodf.tenants import TenantRegistry, settings_tenant, tenant_settings
 
         self.namespace = settings.gateway_namespace
         if settings_tenant(settings) is None and TenantRegistry(settings).tenant(self.namespace):
             settings = tenant_settings(self.namespace, settings)
         self.tenant = settings_tenant(settings)
-        self.detector = Detector(settings)
+        self.detector = Detector(settings, role=CONSUMER)
         self.options = options
         self.url = f"in-process detect_anomaly, namespace {self.namespace!r}"
 

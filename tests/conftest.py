@@ -54,6 +54,9 @@ def session_settings(stack_home) -> Settings:
         "SAODF_GATEWAY_URL",
         "SAODF_REDIS_HOST",
         "SAODF_AWS_ENDPOINT_URL",
+        # Redis users set by the user would replace the test stack's per-role users.
+        "SAODF_REDIS_USER",
+        *(name for name in os.environ if name.startswith("SAODF_REDIS_USER_")),
     ):
         # URLs set by the user would point the tests at their services: derive them from the ports.
         saved.setdefault(key, os.environ.pop(key, None))
@@ -82,6 +85,8 @@ def kafka_bootstrap(session_settings) -> str:
 
 @dataclass
 class RedisServer:
+    """The session's redis-server; ``client()`` logs in as the admin user, for test setup."""
+
     host: str
     port: int
     username: str
@@ -97,14 +102,14 @@ class RedisServer:
 
 @pytest.fixture(scope="session")
 def redis_server(session_settings) -> RedisServer:
-    from saodf.secrets import redis_password
+    from saodf.tenants import REDIS_ADMIN_USER, redis_admin_password
 
     spec = _run_service(services.redis_spec(session_settings))
     yield RedisServer(
         host=session_settings.redis_host,
         port=session_settings.redis_port,
-        username=session_settings.redis_user,
-        password=redis_password(session_settings),
+        username=REDIS_ADMIN_USER,
+        password=redis_admin_password(session_settings),
     )
     process.stop(spec)
 

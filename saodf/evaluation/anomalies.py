@@ -359,10 +359,11 @@ def evaluate_anomalies(
         return evaluate_dataset(dataset, run, detector, parameters)
 
     from actions.cache import ForecastCache, redis_client
+    from actions.redis_acl import EVALUATION
     from saodf.bench import local_services
 
     def evaluate(redis_settings) -> AnomalyEvaluation:
-        cache = ForecastCache(redis_client(redis_settings, timeout=30.0))
+        cache = ForecastCache(redis_client(redis_settings, timeout=30.0, role=EVALUATION))
         run, cleanup, parameters = platform_detector(cache, params)
         try:
             return evaluate_dataset(dataset, run, "platform detect_anomaly", parameters)

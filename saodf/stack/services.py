@@ -36,7 +36,6 @@ def saodf_env(settings: Settings) -> dict[str, str]:
         "SAODF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "SAODF_REDIS_HOST": settings.redis_host,
         "SAODF_REDIS_PORT": str(settings.redis_port),
-        "SAODF_REDIS_USER": settings.redis_user,
         "SAODF_REDIS_MAXMEMORY": settings.redis_maxmemory,
         "SAODF_MLFLOW_URI": settings.mlflow_tracking_uri,
         "SAODF_GATEWAY_URL": settings.gateway_url,
@@ -60,6 +59,11 @@ def saodf_env(settings: Settings) -> dict[str, str]:
     }
     for name, port in settings.ports.items():
         env[f"SAODF_{name.upper()}_PORT"] = str(port)
+    # Without these the children connect as the per-role users of the local stack.
+    if settings.redis_user:
+        env["SAODF_REDIS_USER"] = settings.redis_user
+    for role, user in settings.redis_role_users.items():
+        env[f"SAODF_REDIS_USER_{role.upper()}"] = user
     if settings.aws_endpoint_url:
         env["SAODF_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
     if settings.target == "local":
@@ -118,8 +122,27 @@ def broker_spec(settings: Settings) -> ServiceSpec:
     )
 
 
-def write_redis_config(settings: Settings, password: str) -> Path:
-    """Write redis.conf (mode 0600, it contains the ACL password) and return its path."""
+def redis_user_lines(settings: Settings) -> list[str]:
+    """Return the redis.conf lines of every ACL user: roles, admin and tenants.
+
+    The default user is off, so every client logs in as one of them. Each service logs
+    in as the user of its role (:mod:`actions.redis_acl`), which may run only the commands
+    and touch only the keys that its code uses. The admin user sets the tenants' ACL users
+    on a running server (ACL SETUSER).
+    """
+    from actions.redis_acl import acl_user_lines
+    from saodf.tenants import REDIS_ADMIN_USER, redis_acl_lines, redis_admin_password
+
+    return [
+        "user default off",
+        *acl_user_lines(settings),
+        f"user {REDIS_ADMIN_USER} on >{redis_admin_password(settings)} ~* &* +@all",
+        *redis_acl_lines(settings),
+    ]
+
+
+def write_redis_config(settings: Settings) -> Path:
+    """Write redis.conf with mode 0600, because it contains the ACL passwords; return its path."""
     redis_dir = settings.home / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     conf = redis_dir / "redis.conf"
@@ -134,17 +157,8 @@ def write_redis_config(settings: Settings, password: str) -> Path:
         "maxmemory-policy allkeys-lru",
         "daemonize no",
         "logfile ''",
-        # The default user is disabled: every client authenticates as the ACL user below, which may
-        # touch only saodf:* keys and no admin commands except INFO (for the cache statistics).
-        "user default off",
-        f"user {settings.redis_user} on >{password} ~saodf:* resetchannels &saodf:* "
-        "+@all -@dangerous +info +ping",
+        *redis_user_lines(settings),
     ]
-    from saodf.tenants import REDIS_ADMIN_USER, redis_acl_lines, redis_admin_password
-
-    # The admin user sets the tenants' ACL users on a running server (ACL SETUSER).
-    lines.append(f"user {REDIS_ADMIN_USER} on >{redis_admin_password(settings)} ~* &* +@all")
-    lines.extend(redis_acl_lines(settings))
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -152,14 +166,18 @@ def write_redis_config(settings: Settings, password: str) -> Path:
     return conf
 
 
-def redis_ping(settings: Settings, password: str) -> bool:
+def redis_ping(settings: Settings) -> bool:
+    """Return whether the stack's Redis replies to PING from the health role's user."""
     import redis
 
+    from actions.redis_acl import HEALTH, role_login
+
+    username, password = role_login(settings, HEALTH)
     try:
         client = redis.Redis(
             host=settings.redis_host,
             port=settings.redis_port,
-            username=settings.redis_user,
+            username=username,
             password=password,
             socket_timeout=1,
             socket_connect_timeout=1,
@@ -170,23 +188,20 @@ def redis_ping(settings: Settings, password: str) -> bool:
 
 
 def redis_spec(settings: Settings) -> ServiceSpec:
-    from saodf.secrets import redis_password
-
     server = shutil.which("redis-server")
     if server is None:
         raise ServiceError(
             "redis-server not found on PATH; install it with `apt-get install redis-server` "
             "(Debian/Ubuntu) or your system's package manager"
         )
-    password = redis_password(settings)
-    conf = write_redis_config(settings, password)
+    conf = write_redis_config(settings)
     return _spec(
         settings,
         "redis",
         [server, str(conf)],
         settings.redis_port,
         port_env_var="SAODF_REDIS_PORT",
-        health=lambda: redis_ping(settings, password),
+        health=lambda: redis_ping(settings),
         start_timeout=20,
     )
 

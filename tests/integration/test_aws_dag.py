@@ -144,6 +144,7 @@ def test_aws_dag_sends_exact_job_requests(
     from airflow.models import DagBag
 
     from actions.cache import ForecastCache
+    from actions.redis_acl import READER
     from models.registry import client_for, current_champion
     from saodf import aws_pipeline, pipeline
 
@@ -184,7 +185,7 @@ def test_aws_dag_sends_exact_job_requests(
         json.loads(json.dumps(k["config"]["Transform"])) for k in configs["transform"]
     ]
 
-    cache = ForecastCache.from_settings(settings)
+    cache = ForecastCache.from_settings(settings, role=READER)
     assert cache.pointer(DEVICE) is not None
     group = next(iter(configs["groups"]))
     client = client_for(mlflow_uri)

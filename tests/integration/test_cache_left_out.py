@@ -17,7 +17,9 @@ from actions.cache import (
     record_left_out,
     redis_client,
 )
+from actions.redis_acl import WRITER
 from saodf import pipeline
+from saodf.tenants import admin_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +30,8 @@ FORECAST = {"mean": [1.0, 2.0, 3.0], "quantiles": {"0.5": [1.0, 2.0, 3.0]}}
 @pytest.fixture
 def cache(redis_server, saodf_env) -> ForecastCache:
     forecast_action.reset_cache()
-    yield ForecastCache(redis_client(saodf_env))
+    # The admin user also reads TTLs; main() connects as the forecast role.
+    yield ForecastCache(admin_redis_client(saodf_env))
     forecast_action.reset_cache()
 
 
@@ -121,7 +124,7 @@ def test_left_out_tenant_prefix(cache, saodf_env):
     device_id, run_key = _device(), _run_key()
     _write_run(saodf_env, run_key, {device_id: REASON})
     pipeline.populate_cache({"run_key": run_key, "tenant": "acme"}, saodf_env)
-    tenant_cache = ForecastCache(redis_client(saodf_env), key_prefix="saodf:t:acme:")
+    tenant_cache = ForecastCache(redis_client(saodf_env, role=WRITER), key_prefix="saodf:t:acme:")
     assert tenant_cache.left_out(device_id)["reason"] == REASON
     assert cache.left_out(device_id) is None
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from actions.cache import DYNAMIC, STABLE, DevicePointer, ForecastCache, redis_client
+from actions.cache import DYNAMIC, STABLE, DevicePointer, ForecastCache
 from actions.monitor import (
     BELOW_THRESHOLD,
     HEALTHY,
@@ -24,6 +24,7 @@ from actions.services import cache_redis_spec, realtime_service_specs
 from saodf.config import get_settings, reset_settings
 from saodf.errors import ConfigError, SaodfError
 from saodf.stack import process
+from saodf.tenants import admin_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,8 @@ def monitor_redis(tmp_path_factory):
 
 @pytest.fixture
 def cache(monitor_redis) -> ForecastCache:
-    cache = ForecastCache(redis_client(monitor_redis))
+    # The admin user both makes the traffic and runs the monitor in these tests.
+    cache = ForecastCache(admin_redis_client(monitor_redis))
     # Every test starts from the default TTL policy, no held devices, no recorded misses and
     # no devices of earlier tests, which refresh-ahead would otherwise find.
     cache.client.delete("saodf:cache:ttl", PREFETCH_KEY)

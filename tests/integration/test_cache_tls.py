@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from actions.cache import CacheError, DevicePointer, ForecastCache, redis_client
+from actions.redis_acl import FORECAST, HEALTH, WRITER, role_login
 from actions.services import RedisServerTLS, cache_redis_spec
 from saodf.config import get_settings, reset_settings
-from saodf.secrets import redis_password
 from saodf.stack import process
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,8 @@ def tls_redis(tmp_path_factory):
 
 
 def test_cache_round_trip_over_tls(tls_redis):
-    cache = ForecastCache(redis_client(tls_redis))
+    writer = ForecastCache(redis_client(tls_redis, role=WRITER))
+    action = ForecastCache(redis_client(tls_redis, role=FORECAST))
     device_id = f"tls-{uuid.uuid4().hex[:8]}"
     pointer = DevicePointer(
         device_id=device_id,
@@ -105,16 +106,17 @@ def test_cache_round_trip_over_tls(tls_redis):
         context_line=0,
         volatility="stable",
     )
-    cache.put(pointer, {"mean": [1.0], "quantiles": {"0.5": [1.0]}})
-    assert cache.lookup(device_id)[1] == {"mean": [1.0], "quantiles": {"0.5": [1.0]}}
+    writer.put(pointer, {"mean": [1.0], "quantiles": {"0.5": [1.0]}})
+    assert action.lookup(device_id)[1] == {"mean": [1.0], "quantiles": {"0.5": [1.0]}}
 
 
 def test_plain_client_rejected(tls_redis):
+    username, password = role_login(tls_redis, HEALTH)
     plain = redis.Redis(
         host=tls_redis.redis_host,
         port=tls_redis.redis_port,
-        username=tls_redis.redis_user,
-        password=redis_password(tls_redis),
+        username=username,
+        password=password,
         socket_timeout=2,
         socket_connect_timeout=2,
         retry=None,
@@ -126,16 +128,16 @@ def test_plain_client_rejected(tls_redis):
 def test_untrusted_server_rejected(tls_redis):
     settings = tls_redis.with_overrides(redis_tls_ca_file=None)
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
-        redis_client(settings, retries=0).ping()
+        redis_client(settings, retries=0, role=HEALTH).ping()
 
 
 def test_missing_ca_file_rejected(tls_redis, tmp_path):
     settings = tls_redis.with_overrides(redis_tls_ca_file=str(tmp_path / "none.pem"))
     with pytest.raises(CacheError, match="SAODF_REDIS_TLS_CA_FILE=.* does not exist"):
-        redis_client(settings)
+        redis_client(settings, role=HEALTH)
 
 
 def test_cert_without_key_rejected(tls_redis):
     settings = tls_redis.with_overrides(redis_tls_cert_file=tls_redis.redis_tls_ca_file)
     with pytest.raises(CacheError, match="set both SAODF_REDIS_TLS_CERT_FILE"):
-        redis_client(settings)
+        redis_client(settings, role=HEALTH)

@@ -7,10 +7,12 @@ import uuid
 
 import pytest
 
+from actions import redis_acl
 from actions.cache import DYNAMIC, STABLE, DevicePointer, ForecastCache, redis_client
 from actions.services import cache_redis_spec
 from saodf.config import get_settings, reset_settings
 from saodf.stack import process
+from saodf.tenants import admin_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,7 @@ def small_redis(tmp_path_factory):
 
 @pytest.fixture
 def cache(small_redis) -> ForecastCache:
-    return ForecastCache(redis_client(small_redis), dynamic_ttl=300, stable_ttl=3600)
+    return ForecastCache(admin_redis_client(small_redis), dynamic_ttl=300, stable_ttl=3600)
 
 
 def _pointer(device_id: str, volatility: str = DYNAMIC) -> DevicePointer:
@@ -95,7 +97,7 @@ def test_pointer_has_no_ttl(cache):
 
 
 def test_expired_entry_misses(small_redis):
-    cache = ForecastCache(redis_client(small_redis), dynamic_ttl=1, stable_ttl=3600)
+    cache = ForecastCache(admin_redis_client(small_redis), dynamic_ttl=1, stable_ttl=3600)
     device_id = _devices("expire", 1)[0]
     key = cache.put(_pointer(device_id, DYNAMIC), FORECAST)
     hits_before, misses_before = cache.counters()
@@ -108,7 +110,7 @@ def test_expired_entry_misses(small_redis):
 
 
 def test_stable_outlives_dynamic(small_redis):
-    cache = ForecastCache(redis_client(small_redis), dynamic_ttl=1, stable_ttl=60)
+    cache = ForecastCache(admin_redis_client(small_redis), dynamic_ttl=1, stable_ttl=60)
     dynamic_id, stable_id = _devices("mixed", 2)
     dynamic_key = cache.put(_pointer(dynamic_id, DYNAMIC), FORECAST)
     stable_key = cache.put(_pointer(stable_id, STABLE), FORECAST)
@@ -117,15 +119,16 @@ def test_stable_outlives_dynamic(small_redis):
 
 
 def test_ttl_policy_overrides_defaults(small_redis):
-    writer = ForecastCache(redis_client(small_redis))
-    reader = ForecastCache(redis_client(small_redis))
+    # The monitor sets the policy, and the forecast action's puts follow it.
+    monitor = ForecastCache(redis_client(small_redis, role=redis_acl.MONITOR))
+    action = ForecastCache(redis_client(small_redis, role=redis_acl.FORECAST))
     try:
-        writer.set_ttl(STABLE, 7200)
-        assert reader.ttl_policy(refresh=True)[STABLE] == 7200
-        key = reader.put(_pointer(_devices("policy", 1)[0], STABLE), FORECAST)
-        assert reader.client.ttl(key) > 3600
+        monitor.set_ttl(STABLE, 7200)
+        assert action.ttl_policy(refresh=True)[STABLE] == 7200
+        key = action.put(_pointer(_devices("policy", 1)[0], STABLE), FORECAST)
+        assert admin_redis_client(small_redis).ttl(key) > 3600
     finally:
-        writer.client.delete("saodf:cache:ttl")
+        monitor.client.delete("saodf:cache:ttl")
 
 
 def test_lru_evicts_cold_keeps_hot(cache):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actions.cache import ForecastCache, redis_client
+from actions.redis_acl import READER
 from saodf.cli import app
 
 pytestmark = pytest.mark.integration
@@ -91,7 +92,7 @@ def test_populate_restores_every_device(lake, saodf_env, devices):
     result = runner.invoke(app, ["cache", "populate"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    cache = ForecastCache(redis_client(saodf_env))
+    cache = ForecastCache(redis_client(saodf_env, role=READER))
     versions = [cache.pointer(device).model_version for device in devices]
     assert stats["devices"] == 3
     assert sorted(stats["runs"]) == ["run-a", "run-b", "run-c"]
@@ -110,7 +111,7 @@ def test_populate_one_run_key(lake, saodf_env, devices):
     result = runner.invoke(app, ["cache", "populate", "--run-key", "run-a"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    pointer = ForecastCache(redis_client(saodf_env)).pointer(devices[0])
+    pointer = ForecastCache(redis_client(saodf_env, role=READER)).pointer(devices[0])
     assert stats["run_key"] == "run-a"
     assert stats["devices"] == 2
     assert pointer.model_version == "1"

@@ -52,6 +52,7 @@ def test_dag_test_full_pipeline(airflow_db, saodf_env, redis_server, mlflow_uri)
     from airflow.models import DagBag
 
     from actions.cache import ForecastCache
+    from actions.redis_acl import READER
     from saodf import pipeline
 
     sent = write_raw(saodf_env)
@@ -67,6 +68,6 @@ def test_dag_test_full_pipeline(airflow_db, saodf_env, redis_server, mlflow_uri)
         datetime(2020, 2, 8, 15, tzinfo=timezone.utc), LOGICAL_DATE
     )
     assert pipeline.is_done(scope, saodf_env)
-    cache = ForecastCache.from_settings(saodf_env)
+    cache = ForecastCache.from_settings(saodf_env, role=READER)
     assert cache.pointer(DEVICE) is not None
     assert not (saodf_env.batch_dir / scope["run_key"]).exists()

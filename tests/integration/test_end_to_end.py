@@ -89,6 +89,7 @@ def _replay_device(settings) -> int:
 
 def test_replayed_device_cached_and_flagged(e2e_settings):
     from actions.cache import ForecastCache
+    from actions.redis_acl import READER
     from saodf import pipeline
     from saodf.gateway_client import invoke
     from streaming import anomaly_consumer
@@ -123,7 +124,7 @@ def test_replayed_device_cached_and_flagged(e2e_settings):
     assert result["model_name"] == "saodf-forecaster-1s"
     assert len(result["mean"]) == trained["groups"]["1s"]["prediction_length"]
     assert set(result["quantiles"]) == {"0.1", "0.5", "0.9"}
-    assert ForecastCache.from_settings(settings).stats()["hits"] >= 1
+    assert ForecastCache.from_settings(settings, role=READER).stats()["hits"] >= 1
 
     options = anomaly_consumer.ConsumerOptions(group_id=f"e2e-anomaly-{uuid.uuid4().hex[:8]}")
     stats = anomaly_consumer.run(settings, options, max_messages=sent, max_seconds=120)

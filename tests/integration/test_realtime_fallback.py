@@ -15,6 +15,7 @@ from actions import detect_anomaly
 from actions import forecast as forecast_action
 from actions.cache import STABLE, DevicePointer, ForecastCache, redis_client
 from actions.gateway import DEFAULT_ACTIONS, serve
+from actions.redis_acl import WRITER
 from actions.services import cache_redis_spec
 from saodf.config import get_settings, reset_settings
 from saodf.secrets import gateway_keys
@@ -105,7 +106,7 @@ def _device() -> str:
 def test_forecast_served_from_model(redis_spec, model_calls, tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("__OW_ACTIVATION_ID", "act-1")
     device_id = _device()
-    ForecastCache(redis_client(get_settings())).put(
+    ForecastCache(redis_client(get_settings(), role=WRITER)).put(
         _pointer(device_id, _context(tmp_path)), FORECAST
     )
     assert forecast_action.main({"device_id": device_id})["cache"] == "hit"
@@ -124,7 +125,7 @@ def test_forecast_served_from_model(redis_spec, model_calls, tmp_path, caplog, m
 
 def test_forecast_recovers_with_redis(redis_spec, model_calls, tmp_path):
     device_id = _device()
-    ForecastCache(redis_client(get_settings())).put(
+    ForecastCache(redis_client(get_settings(), role=WRITER)).put(
         _pointer(device_id, _context(tmp_path)), FORECAST
     )
     forecast_action.main({"device_id": device_id})
@@ -132,7 +133,7 @@ def test_forecast_recovers_with_redis(redis_spec, model_calls, tmp_path):
     assert forecast_action.main({"device_id": device_id})["cache"] == "unavailable"
     process.start(redis_spec)
     # The restarted server is empty: the device needs its pointer again.
-    ForecastCache(redis_client(get_settings())).put(
+    ForecastCache(redis_client(get_settings(), role=WRITER)).put(
         _pointer(device_id, _context(tmp_path)), FORECAST
     )
     reply = forecast_action.main({"device_id": device_id})

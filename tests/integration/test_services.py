@@ -28,16 +28,19 @@ def test_broker_topic_roundtrip(kafka_bootstrap):
     assert message.value() == b"hello"
 
 
-def test_redis_acl_user(redis_server):
+def test_redis_role_user(redis_server, session_settings):
     import redis
 
-    client = redis_server.client()
-    assert client.set("saodf:check", "1")
+    from actions.cache import redis_client
+    from actions.redis_acl import WRITER
+
+    client = redis_client(session_settings, role=WRITER)
+    assert client.set("saodf:fc:check", "1")
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.set("other:key", "1")
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.flushall()
-    info = client.info("memory")
+    info = redis_server.client().info("memory")
     assert info["maxmemory_policy"] == "allkeys-lru"
 
 

@@ -12,6 +12,7 @@ import requests
 from actions import forecast as forecast_action
 from actions.cache import DevicePointer, ForecastCache
 from actions.gateway import serve
+from actions.redis_acl import WRITER
 from saodf.audit_tools import scan
 from saodf.config import get_settings, reset_settings
 from saodf.secrets import gateway_keys
@@ -52,7 +53,9 @@ def _forecast(mean):
 
 
 def _cache(settings, tenant):
-    return ForecastCache.from_settings(tenant_settings(tenant, settings) if tenant else settings)
+    # A tenant's settings connect as the tenant's user, the others as the writer role.
+    scoped = tenant_settings(tenant, settings) if tenant else settings
+    return ForecastCache.from_settings(scoped, role=WRITER)
 
 
 @pytest.fixture(scope="module")

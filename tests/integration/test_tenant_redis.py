@@ -6,6 +6,7 @@ import pytest
 import redis
 
 from actions.cache import redis_client
+from actions.redis_acl import FORECAST
 from saodf.config import get_settings, reset_settings
 from saodf.stack import process, services
 from saodf.tenants import (
@@ -117,13 +118,13 @@ def test_unused_commands_refused(stack, command):
 def test_cache_client_tenant_user(stack):
     # The stack's user may read saodf:fc:*, so the refusal shows the client is the tenant's.
     with pytest.raises(redis.exceptions.NoPermissionError, match="key"):
-        redis_client(tenant_settings("acme", stack)).get("saodf:fc:pump-1")
+        redis_client(tenant_settings("acme", stack), role=FORECAST).get("saodf:fc:pump-1")
 
 
 def test_cache_client_after_rotation(stack):
     rotate_keys("acme", settings=stack)
     apply_redis_acls(admin_redis_client(stack), stack)
-    assert redis_client(tenant_settings("acme", stack)).ping() is True
+    assert redis_client(tenant_settings("acme", stack), role=FORECAST).ping() is True
 
 
 def test_rotated_password_stops(stack):

@@ -16,14 +16,15 @@ from actions.cache import (
     coefficient_of_variation,
     forecast_key,
     populate_from_forecasts,
-    redis_client,
     volatility_class,
 )
+from saodf.tenants import admin_redis_client
 
 
 @pytest.fixture
 def cache(redis_server, saodf_env) -> ForecastCache:
-    return ForecastCache(redis_client(saodf_env))
+    # The admin user runs what several roles do (put, lookup, stats), for these cache tests.
+    return ForecastCache(admin_redis_client(saodf_env))
 
 
 def _device() -> str:

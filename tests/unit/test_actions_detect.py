@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from actions import detect_anomaly
-from actions.cache import DYNAMIC, DevicePointer, ForecastCache, redis_client
+from actions.cache import DYNAMIC, DevicePointer, ForecastCache
 from actions.detect_anomaly import MAX_READINGS, detect
 from saodf.telemetry import format_timestamp
+from saodf.tenants import admin_redis_client
 
 START = datetime(2025, 4, 20, 12, 0, tzinfo=timezone.utc)
 PARAMS = dict(detect_anomaly.DEFAULTS, warmup=20)
@@ -19,7 +20,8 @@ PARAMS = dict(detect_anomaly.DEFAULTS, warmup=20)
 @pytest.fixture
 def cache(redis_server, saodf_env) -> ForecastCache:
     detect_anomaly.reset_cache()
-    yield ForecastCache(redis_client(saodf_env))
+    # The admin user writes pointers and reads state; main() connects as the detector role.
+    yield ForecastCache(admin_redis_client(saodf_env))
     detect_anomaly.reset_cache()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from actions import forecast as forecast_action
 from actions.cache import STABLE, DevicePointer, ForecastCache, redis_client
+from actions.redis_acl import WRITER
 
 FORECAST = {
     "mean": [1.0, 2.0, 3.0],
@@ -20,7 +21,8 @@ FORECAST = {
 @pytest.fixture
 def cache(redis_server, saodf_env) -> ForecastCache:
     forecast_action.reset_cache()
-    yield ForecastCache(redis_client(saodf_env))
+    # Forecasts are filled and deleted as the writer role; main() connects as the forecast role.
+    yield ForecastCache(redis_client(saodf_env, role=WRITER))
     forecast_action.reset_cache()
 
 

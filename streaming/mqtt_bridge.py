@@ -12,7 +12,11 @@ A tenant's device's readings go through the tenant's own router (see
 :class:`streaming.ingest_gateway.TenantRouters`), so they reach only the tenant's topics
 and queues. Every message is audited in ``SAODF_HOME/logs/mqtt_audit.jsonl`` as an
 ``ingest`` record, and a reading that claims another device adds a ``reject`` record whose
-``target_namespace`` is that device's namespace, as at the HTTP gateway.
+``target_namespace`` is that device's namespace, as at the HTTP gateway. A message on a topic
+that is not a device topic gets a ``reject`` record with the outcome, the reason and the
+topic's device. So do a batch over the limit and a message whose invalid readings could not
+be dead-lettered. Records carry the HTTP status that the ingest gateway returns for the same body (400, 413,
+500), so that the detection rules treat both transports alike.
 
 Run it with ``python -m streaming.mqtt_bridge``.
 """
@@ -36,8 +40,10 @@ from streaming.ingest_config import IngestConfig, with_name_overrides
 from streaming.ingest_gateway import (
     BatchTooLargeError,
     IngestAuditor,
+    IngestResult,
     TenantRouters,
     ingest_payload,
+    path_label,
 )
 from streaming.ingest_router import DeadLetter, DeadLetterError, IngestRouter
 from streaming.tokens import MQTT_BRIDGE_USER, mqtt_bridge_password
@@ -58,6 +64,21 @@ def topic_device(topic: str) -> str | None:
     if len(parts) == 3 and parts[0] == "devices" and parts[2] == "telemetry" and parts[1]:
         return parts[1]
     return None
+
+
+def _invalid_reason(result: IngestResult) -> str | None:
+    """Return why readings of ``result`` were invalid, without quoting their values."""
+    if not result.invalid:
+        return None
+    for status in result.results:
+        # Reasons about the whole payload (not JSON, too deep, empty) quote no values. The
+        # contract's reasons about single readings do, so those are only counted.
+        if status.get("index") is None and status.get("kind") == "invalid":
+            return status["reason"]
+    return (
+        f"{result.invalid} of {len(result.results)} readings are invalid, and the dead-letter "
+        "queue has the reason of each"
+    )
 
 
 class MqttBridge:
@@ -164,13 +185,45 @@ class MqttBridge:
             self.client.ack(message.mid, message.qos)
             self.handled += 1
 
+    def _reject_topic(self, topic: str, payload: bytes) -> None:
+        """Audit and dead-letter a message whose topic is not ``devices/<device_id>/telemetry``.
+
+        Mosquitto's ACL lets devices publish only to their own telemetry topic, so mosquitto
+        delivers such a message only when its ACL or the bridge's subscription changed.
+        """
+        label = path_label(topic)
+        parts = topic.split("/")
+        claimed = parts[1] if len(parts) > 1 and parts[0] == "devices" and parts[1] else None
+        self.audit.append(
+            "reject",
+            method="PUBLISH",
+            path=label,
+            client="mqtt",
+            transport="mqtt",
+            resource=label,
+            http_status=400,
+            outcome="rejected",
+            reason=f"topic {label} is not devices/<device_id>/telemetry",
+            # Mosquitto does not pass on the publisher, so only the topic names a device.
+            actor="client:mqtt",
+            device_id=self.auditor.device_label(claimed) if claimed is not None else None,
+            action="ingest",
+        )
+        logger.warning("rejected an MQTT message on %s: not a device telemetry topic", label)
+        reason = f"topic {topic!r} is not devices/<device_id>/telemetry"
+        letter = DeadLetter(payload, reason, "ingest-mqtt", {"topic": topic, "kind": "invalid"})
+        self.router.dead_letter([letter])
+
     def handle(self, topic: str, payload: bytes) -> None:
-        """Store or dead-letter the readings of one MQTT message."""
+        """Store or dead-letter the readings of one MQTT message, and audit it.
+
+        Raises:
+            DeadLetterError: when no sink kept a dead letter of the message. The message is
+                audited first, and the caller leaves it unacknowledged.
+        """
         device_id = topic_device(topic)
         if device_id is None:
-            reason = f"topic {topic!r} is not devices/<device_id>/telemetry"
-            letter = DeadLetter(payload, reason, "ingest-mqtt", {"topic": topic, "kind": "invalid"})
-            self.router.dead_letter([letter])
+            self._reject_topic(topic, payload)
             return
         tenant, router = self.routers.for_device(device_id)
         identity = {
@@ -185,10 +238,7 @@ class MqttBridge:
         try:
             result = ingest_payload(router, payload, device_id, "mqtt", self.config.max_batch)
         except BatchTooLargeError as exc:
-            extra = {"topic": topic, "device": device_id, "kind": "invalid"}
-            router.dead_letter([DeadLetter(payload, exc.reason, "ingest-mqtt", extra)])
-            # 413 is what the HTTP gateway returns for the same body, so that the detection
-            # rules treat both transports alike.
+            # Audited first, so that the record exists even when the dead-letter write fails.
             self.audit.append(
                 "reject",
                 **request,
@@ -198,14 +248,29 @@ class MqttBridge:
                 reason=exc.reason,
                 **identity,
             )
+            extra = {"topic": topic, "device": device_id, "kind": "invalid"}
+            router.dead_letter([DeadLetter(payload, exc.reason, "ingest-mqtt", extra)])
             return
+        except DeadLetterError as exc:
+            self.audit.append(
+                "reject",
+                **request,
+                resource=topic,
+                http_status=500,
+                outcome="failed",
+                reason=f"{exc}, so the message stays unacknowledged until a reconnect",
+                **identity,
+            )
+            raise
         self.router.metrics.count_request("mqtt", 400 if result.invalid else 202)
         self.auditor.audit_claimed(result, identity, **request)
+        details = {"reason": _invalid_reason(result)} if result.invalid else {}
         self.audit.append(
             "ingest",
             **request,
             resource=topic,
             outcome="partly rejected" if result.invalid else "accepted",
+            **details,
             readings=len(result.results),
             invalid=result.invalid,
             claimed_devices=len(result.claimed_devices),

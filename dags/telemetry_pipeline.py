@@ -164,6 +164,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
         @task
         def validate_raw(scope: dict) -> dict:
+            """Gate the raw readings with the raw_telemetry suite; quarantine them on failure."""
             from saodf import pipeline
 
             return pipeline.validate_raw(scope)
@@ -182,6 +183,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
         @task
         def validate_prepared(scope: dict) -> dict:
+            """Gate the prepared series and DeepAR channels; quarantine them on failure."""
             from saodf import pipeline
 
             return pipeline.validate_prepared(scope)
@@ -201,9 +203,14 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
             # The run's scratch bucket, job role and key; the teardown task destroys them.
             # Inputs come from the workers' TF_VAR_* variables (platform output batch_stack_env).
-            applied = TerraformBatchOperator(task_id="apply_batch", action="apply")
+            applied = TerraformBatchOperator(
+                task_id="apply_batch",
+                doc_md="Create the run's scratch bucket, job role and key with Terraform.",
+                action="apply",
+            )
             prepared = PrepareGlueJobOperator(
                 task_id="preprocess",
+                doc_md="Run the preprocessing script as an AWS Glue job for the run's devices.",
                 scope=scope,
                 job_poll_interval=15,
                 verbose=False,
@@ -232,6 +239,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
         @task(pool=HEAVY_POOL)
         def batch_transform(scope: dict, trained: dict) -> dict:
+            """Forecast every series with its group's champion into DeepAR output JSON Lines."""
             from saodf import pipeline
 
             return pipeline.batch_transform(scope, trained)
@@ -298,6 +306,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
             print_log = os.environ.get("SAODF_SAGEMAKER_PRINT_LOG", "true") != "false"
             trained = DeepARTrainingOperator.partial(
                 task_id="train",
+                doc_md="Train one group's DeepAR with SageMaker managed Spot training.",
                 scope=scope,
                 print_log=print_log,
                 pool=REMOTE_POOL,
@@ -306,6 +315,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
             recorded = record_training(scope, trained.output)
             transformed_groups = DeepARTransformOperator.partial(
                 task_id="batch_transform",
+                doc_md="Forecast one group with a SageMaker batch transform job.",
                 scope=scope,
                 trained=trained.output,
                 pool=REMOTE_POOL,
@@ -313,6 +323,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
             ).expand(group=plan)
             spot_groups = SpotInferenceOperator.partial(
                 task_id="spot_inference",
+                doc_md="Forecast one group with a Spot training job that runs DeepAR inference.",
                 scope=scope,
                 trained=trained.output,
                 print_log=print_log,
@@ -329,6 +340,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
     @task(outlets=[forecast_cache_asset])
     def populate_cache(scope: dict, transformed: dict) -> dict:
+        """Load the run's forecasts into the Redis forecast cache."""
         from saodf import pipeline
 
         return pipeline.populate_cache(scope)
@@ -344,6 +356,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
 
     @task
     def report_cost(scope: dict, **context) -> dict:
+        """Log the stage times and cost to MLflow and mark the run key done."""
         from saodf import pipeline
 
         ti = context["ti"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from saodf.config import Settings
@@ -75,23 +76,42 @@ def prepare_airflow(settings: Settings) -> None:
         logger.info("migrating the Airflow metadata DB in %s (log %s)", home, log_file)
         _airflow_cli(env, ["db", "migrate"], log_file)
         marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
-    pools = (
-        (
+    for pool in airflow_pools(settings):
+        pool_marker = home / f".pool-{pool.name}-{pool.slots}"
+        if not pool_marker.exists():
+            _airflow_cli(
+                env, ["pools", "set", pool.name, str(pool.slots), pool.description], log_file
+            )
+            pool_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """An Airflow pool that :func:`prepare_airflow` creates."""
+
+    name: str
+    slots: int
+    description: str
+    # True when each task in the pool keeps a CPU core busy for its whole run.
+    cpu_heavy: bool
+
+
+def airflow_pools(settings: Settings) -> tuple[PoolSpec, ...]:
+    """Return the pools of the stack, sized by SAODF_HEAVY_POOL_SLOTS and SAODF_REMOTE_POOL_SLOTS."""
+    return (
+        PoolSpec(
             settings.heavy_pool,
             settings.heavy_pool_slots,
             "CPU-heavy pipeline tasks (preprocess, train, transform)",
+            cpu_heavy=True,
         ),
-        (
+        PoolSpec(
             settings.remote_pool,
             settings.remote_pool_slots,
             "tasks that wait on Glue and SageMaker jobs (aws target)",
+            cpu_heavy=False,
         ),
     )
-    for name, slots, description in pools:
-        pool_marker = home / f".pool-{name}-{slots}"
-        if not pool_marker.exists():
-            _airflow_cli(env, ["pools", "set", name, str(slots), description], log_file)
-            pool_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
 
 
 def _airflow_cli(env: dict[str, str], args: list[str], log_file: Path) -> None:

@@ -245,7 +245,8 @@ def log_cost_summary(
     Stages named in ``spot_stages`` are priced with the Spot saving, the others at the
     on-demand price. Metrics are ``{stage}_seconds``, ``{stage}_cost_usd``,
     ``total_seconds`` and ``total_cost_usd``; the run is tagged ``run_key`` and
-    ``model_kind=cost_summary``.
+    ``model_kind=cost_summary``. A repeated call for the same ``run_key`` (a retried or
+    cleared task) logs into the existing run instead of adding one.
 
     Returns:
         ``run_id``, ``stages`` (each stage's estimate), ``total_seconds`` and
@@ -274,13 +275,17 @@ def log_cost_summary(
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"cost-{run_key}",
-        tags={"run_key": run_key, "model_kind": "cost_summary"},
-    )
+    run = _cost_run(client, experiment_id, run_key)
+    if run is None:
+        run = client.create_run(
+            experiment_id,
+            run_name=f"cost-{run_key}",
+            tags={"run_key": run_key, "model_kind": "cost_summary"},
+        )
     run_id = run.info.run_id
     now = int(time.time() * 1000)
+    # A reused run accepts the same param values again, but MLflow (3.17) raises MlflowException
+    # when a value changed (for example another instance type).
     client.log_batch(
         run_id,
         metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()],
@@ -306,6 +311,20 @@ def log_cost_summary(
         "total_seconds": total_seconds,
         "total_cost_usd": total_cost,
     }
+
+
+def _cost_run(client, experiment_id: str, run_key: str):
+    """Return the newest cost summary run of ``run_key`` in the experiment, or None."""
+    from models.registry import check_filter_value
+
+    check_filter_value("run_key", run_key)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.run_key = '{run_key}' and tags.model_kind = 'cost_summary'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def _experiment_id(client, name: str) -> str:

@@ -267,3 +267,26 @@ def test_interval_run_raw_partitions(tmp_path, monkeypatch):
             continue
         assert parts[0] in run_key_position, "/".join(parts)
         assert parts[run_key_position[parts[0]]] == scope["run_key"], "/".join(parts)
+
+
+def test_report_cost_rerun_reuses_run(tmp_path, monkeypatch):
+    import mlflow
+
+    settings = _settings(tmp_path, monkeypatch).with_overrides(
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    start = datetime(2014, 1, 1, 10, tzinfo=timezone.utc)
+    end = datetime(2014, 1, 1, 11, tzinfo=timezone.utc)
+    scope = pipeline.scope_from_interval(start, end, history_hours=3)
+
+    first = pipeline.report_cost(scope, {"train": 2.0}, settings)
+    # A retry, or a task cleared in the Airflow UI, calls report_cost again.
+    second = pipeline.report_cost(scope, {"train": 3.0}, settings)
+
+    assert second["run_id"] == first["run_id"]
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiment_ids)
+    assert [run.info.run_id for run in runs] == [first["run_id"]]
+    assert runs[0].data.metrics["train_seconds"] == 3.0
+    assert runs[0].info.status == "FINISHED"

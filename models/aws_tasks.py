@@ -3,7 +3,9 @@
 :func:`aws_task_configs` reads the prepared manifest and returns keyword arguments for
 ``SageMakerTrainingOperator`` and, per group, either ``SageMakerTransformOperator`` or
 a second ``SageMakerTrainingOperator`` that runs batch inference on managed Spot,
-whichever :func:`choose_batch_inference` prices lower. Nothing is submitted here.
+whichever :func:`choose_batch_inference` prices lower. :func:`scoring_job_kwargs`
+builds the same two kinds of job for the forecasts that promotion scores. Nothing is
+submitted here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ DEFAULT_SECONDS_PER_SERIES = 0.05
 # Assumed share of Spot jobs that are interrupted and rerun from the start, because
 # built-in DeepAR does not checkpoint.
 DEFAULT_INTERRUPTION_RATE = 0.1
+# The two models that a scoring job forecasts the backtest input with.
+SCORING_ROLES = ("candidate", "champion")
 
 
 def choose_batch_inference(
@@ -172,6 +176,8 @@ def aws_task_configs(
             )
         )
 
+        # TODO: forecasts come from this run's model even when it did not become the
+        # champion; the local backend forecasts with the champion.
         source_training = (training_job_names or {}).get(spec.group, training_name)
         output_url = join_url(job.artifacts_url, "forecasts", run_key, spec.group) + "/"
         choice = choose_batch_inference(max(1, len(spec.series)), job)
@@ -221,6 +227,75 @@ def aws_task_configs(
             choice["mode"],
         )
     return result
+
+
+def scoring_job_kwargs(
+    request: Mapping[str, Any], run_key: str, try_number: int, job: AwsJobSettings
+) -> dict[str, Any]:
+    """Build the operator arguments of one scoring job: one model's forecasts of a backtest input.
+
+    The job runs in the group's inference mode and is named after the request's role,
+    so the candidate's and the champion's jobs of one group and try never clash.
+
+    Args:
+        request: one entry of ``saodf.aws_scoring.plan_scoring``: ``group``, ``role``
+            (``candidate`` or ``champion``), ``mode`` (``transform`` or
+            ``spot_training``), ``training_job_name``, ``model_data_url``, ``input_url``
+            and ``output_url``.
+        run_key: id of the pipeline run (data interval or window).
+        try_number: Airflow try number of the submitting task, from 1.
+        job: the job settings.
+
+    Returns:
+        ``mode``, ``job_name``, ``model_name`` (None for Spot) and ``kwargs``: ``config``
+        plus the wait and name-clash options of ``SageMakerTransformOperator`` (transform)
+        or ``SageMakerTrainingOperator`` (Spot).
+
+    Raises:
+        ConfigError: the role or mode is invalid, or a setting makes the request invalid.
+    """
+    role, group, mode = request["role"], request["group"], request["mode"]
+    if role not in SCORING_ROLES:
+        raise ConfigError(f"scoring role {role!r} is invalid; use one of {SCORING_ROLES}")
+    image = job.image_uri or deepar_image_uri(job.region)
+    tags = {
+        "saodf:run_key": run_key,
+        "saodf:try": str(try_number),
+        "saodf:group": group,
+        "saodf:scoring": role,
+    }
+    if mode == "spot_training":
+        name = resource_name(f"{role}_spot_inference", run_key, group, try_number, job.name_prefix)
+        config = spot_inference_config(
+            job,
+            name,
+            request["training_job_name"],
+            request["input_url"],
+            request["output_url"],
+            image,
+            tags,
+            model_data_url=request["model_data_url"],
+        )
+        kwargs = _operator_kwargs(job, config, job.inference_max_wait_seconds)
+        return {"mode": mode, "job_name": name, "model_name": None, "kwargs": kwargs}
+    if mode != "transform":
+        raise ConfigError(f"scoring mode {mode!r} is invalid; use 'transform' or 'spot_training'")
+    model_name = resource_name(f"{role}_model", run_key, group, try_number, job.name_prefix)
+    name = resource_name(f"{role}_transform", run_key, group, try_number, job.name_prefix)
+    config = transform_config(
+        job,
+        model_name,
+        name,
+        request["training_job_name"],
+        request["input_url"],
+        request["output_url"],
+        image,
+        tags,
+        model_data_url=request["model_data_url"],
+    )
+    kwargs = _operator_kwargs(job, config, job.inference_max_runtime_seconds)
+    kwargs.update(check_if_model_exists=True, action_if_model_exists="fail")
+    return {"mode": mode, "job_name": name, "model_name": model_name, "kwargs": kwargs}
 
 
 def _operator_kwargs(job: AwsJobSettings, config: dict, max_seconds: int) -> dict[str, Any]:

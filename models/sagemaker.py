@@ -36,6 +36,8 @@ from saodf.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEEPAR_FRAMEWORK = "forecasting-deepar"
+# ``model_kind`` tag of the MLflow runs and model versions of SageMaker training jobs.
+MODEL_KIND = "deepar_sagemaker"
 # CreateTrainingJob limit on StoppingCondition.MaxRuntimeInSeconds (28 days).
 MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
 # SageMaker caps MaxWaitTimeInSeconds (Spot wait plus run time) at one hour for
@@ -49,7 +51,19 @@ SPOT_INFERENCE_SCRIPT = "spot_batch_inference.py"
 BATCH_MODES = ("auto", "transform", "spot_training")
 # SageMaker resource names: 1-63 letters, digits and single or repeated hyphens.
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_STAGES = {"training": "train", "model": "model", "transform": "xform", "spot_inference": "spinf"}
+_STAGES = {
+    "training": "train",
+    "model": "model",
+    "transform": "xform",
+    "spot_inference": "spinf",
+    # Scoring jobs: the candidate's and the champion's forecasts of the backtest input.
+    "candidate_model": "cand-model",
+    "candidate_transform": "cand-xform",
+    "candidate_spot_inference": "cand-spinf",
+    "champion_model": "champ-model",
+    "champion_transform": "champ-xform",
+    "champion_spot_inference": "champ-spinf",
+}
 
 
 @dataclass(frozen=True)
@@ -409,18 +423,21 @@ def transform_config(
     output_url: str,
     image_uri: str,
     tags: Mapping[str, str] | None = None,
+    model_data_url: str | None = None,
 ) -> dict[str, Any]:
     """Build the ``{"Model", "Transform"}`` config of ``SageMakerTransformOperator``.
 
     One JSON line is one record (``SplitType=Line``, ``BatchStrategy=SingleRecord``)
     and the output keeps one forecast line per input line (``AssembleWith=Line``).
+    ``model_data_url`` replaces the artifact of ``training_job_name``, for a model
+    that another run trained.
     """
     config = {
         "Model": {
             "ModelName": model_name,
             "PrimaryContainer": {
                 "Image": image_uri,
-                "ModelDataUrl": model_artifact_url(job, training_job_name),
+                "ModelDataUrl": model_data_url or model_artifact_url(job, training_job_name),
             },
             "ExecutionRoleArn": job.role_arn,
             "Tags": _tags(job, tags),
@@ -463,6 +480,7 @@ def spot_inference_config(
     output_url: str,
     image_uri: str,
     tags: Mapping[str, str] | None = None,
+    model_data_url: str | None = None,
 ) -> dict[str, Any]:
     """Build a managed Spot CreateTrainingJob request that runs DeepAR batch inference.
 
@@ -470,7 +488,8 @@ def spot_inference_config(
     ``code`` channel as its entry point. The script unpacks the ``model`` channel,
     serves it inside the container and writes one forecast line per line of the
     ``input`` channel to ``/opt/ml/output/data``, which SageMaker uploads as
-    ``{output_url}/{name}/output/output.tar.gz``.
+    ``{output_url}/{name}/output/output.tar.gz``. ``model_data_url`` replaces the
+    artifact of ``training_job_name`` as the ``model`` channel.
 
     NOTE: this path was checked against moto only, which never starts a container;
     it assumes the DeepAR image ships ``python3`` and its ``serve`` command.
@@ -484,7 +503,7 @@ def spot_inference_config(
         },
         "RoleArn": job.role_arn,
         "InputDataConfig": [
-            _channel("model", model_artifact_url(job, training_job_name)),
+            _channel("model", model_data_url or model_artifact_url(job, training_job_name)),
             _channel("input", input_url),
             _channel("code", spot_inference_code_url(job)),
         ],

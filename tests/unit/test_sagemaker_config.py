@@ -153,14 +153,35 @@ def test_names_unique_per_try():
     assert len(names) == 5
 
 
+STAGES = (
+    "training",
+    "model",
+    "transform",
+    "spot_inference",
+    "candidate_model",
+    "candidate_transform",
+    "candidate_spot_inference",
+    "champion_model",
+    "champion_transform",
+    "champion_spot_inference",
+)
+
+
 def test_names_unique_per_interval_group_stage():
     names = {
         resource_name(stage, run_key, group, 1)
-        for stage in ("training", "model", "transform", "spot_inference")
+        for stage in STAGES
         for run_key in ("interval-20240101T0000-20240101T0100", "window-0123456789abcdef")
         for group in ("5min", "1s", "h")
     }
-    assert len(names) == 24
+    assert len(names) == len(STAGES) * 2 * 3
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_names_valid_for_every_stage(stage):
+    name = resource_name(stage, "window-" + "f" * 200, "Weird Group.Name_2", 99, "saodf-tenant1")
+    assert check_resource_name(name) == name
+    assert len(name) <= 63
 
 
 def test_names_valid_for_sagemaker():

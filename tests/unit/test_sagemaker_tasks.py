@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from models.aws_tasks import aws_task_configs, choose_batch_inference
+from models.aws_tasks import aws_task_configs, choose_batch_inference, scoring_job_kwargs
 from models.errors import ModelInputError
 from models.sagemaker import AwsJobSettings, deepar_image_uri, resource_name
 from models.synthetic import write_synthetic_prepared
@@ -116,6 +116,64 @@ def test_task_configs_model_from_earlier_try(prepared_url):
     )
     assert f"/models/{trained}/output/model.tar.gz" in model["PrimaryContainer"]["ModelDataUrl"]
     assert model["ModelName"].endswith("-t2")
+
+
+def _scoring_request(role="champion", mode="transform"):
+    return {
+        "group": "5min",
+        "role": role,
+        "mode": mode,
+        "training_job_name": "saodf-train-5min-old-t1",
+        "model_data_url": "s3://saodf-test/sm/models/old/output/model.tar.gz",
+        "input_url": "s3://saodf-test/sm/scoring/interval-x/5min/input/",
+        "output_url": f"s3://saodf-test/sm/scoring/interval-x/5min/{role}/",
+    }
+
+
+def test_scoring_transform_reads_model_url():
+    built = scoring_job_kwargs(_scoring_request(), "interval-x", 1, _job())
+    config = built["kwargs"]["config"]
+    assert built["mode"] == "transform"
+    assert built["job_name"] == resource_name("champion_transform", "interval-x", "5min", 1)
+    assert config["Model"]["ModelName"] == built["model_name"]
+    assert config["Model"]["PrimaryContainer"]["ModelDataUrl"] == (
+        "s3://saodf-test/sm/models/old/output/model.tar.gz"
+    )
+    assert config["Transform"]["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        "s3://saodf-test/sm/scoring/interval-x/5min/input/"
+    )
+    assert built["kwargs"]["action_if_model_exists"] == "fail"
+
+
+def test_scoring_spot_reads_model_url():
+    request = _scoring_request(mode="spot_training")
+    built = scoring_job_kwargs(request, "interval-x", 1, _job())
+    channels = {
+        channel["ChannelName"]: channel["DataSource"]["S3DataSource"]["S3Uri"]
+        for channel in built["kwargs"]["config"]["InputDataConfig"]
+    }
+    assert built["model_name"] is None
+    assert channels["model"] == "s3://saodf-test/sm/models/old/output/model.tar.gz"
+    assert channels["input"] == "s3://saodf-test/sm/scoring/interval-x/5min/input/"
+
+
+def test_scoring_names_per_role_and_try():
+    names = {
+        scoring_job_kwargs(_scoring_request(role, mode), "interval-x", try_number, _job())[
+            "job_name"
+        ]
+        for role in ("candidate", "champion")
+        for mode in ("transform", "spot_training")
+        for try_number in (1, 2)
+    }
+    again = scoring_job_kwargs(_scoring_request(), "interval-x", 1, _job())["job_name"]
+    assert len(names) == 8
+    assert again in names
+
+
+def test_scoring_rejects_bad_role():
+    with pytest.raises(ConfigError, match=r"scoring role 'baseline' is invalid"):
+        scoring_job_kwargs(_scoring_request(role="baseline"), "interval-x", 1, _job())
 
 
 def test_task_configs_reject_local_url():

@@ -56,7 +56,9 @@ tear down the batch workspace → log a cost summary to MLflow.
 With `SAODF_TARGET=aws` preprocessing is an AWS Glue job, DeepAR trains with SageMaker
 managed Spot training (one mapped task per frequency group) and forecasts with batch
 transform or a Spot inference job, whichever the cost model prices lower; the outputs
-are collected from S3 into the lake before the cache is filled.
+are collected from S3 into the lake before the cache is filled. When the champion was
+trained on other data, scoring jobs forecast the run's held-out windows with both
+models, and `champion` moves only when the candidate's mean wQL is lower.
 """
 
 default_args = {
@@ -248,6 +250,8 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
             from saodf_airflow.aws import (
                 DeepARTrainingOperator,
                 DeepARTransformOperator,
+                ScoringSpotInferenceOperator,
+                ScoringTransformOperator,
                 SpotInferenceOperator,
             )
 
@@ -278,20 +282,38 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
                     context["ti"].xcom_push(key=MLFLOW_URL_XCOM_KEY, value=url)
                 return result
 
+            @task
+            def plan_scoring(scope: dict, recorded: dict) -> list:
+                """Write the backtest input of each group whose champion trained on other data."""
+                from saodf import aws_promotion
+
+                return aws_promotion.plan_scoring(scope, recorded)
+
+            # Scoring a champion of the local backend loads and runs it in the worker.
+            @task(pool=HEAVY_POOL, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+            def promote(scope: dict, recorded: dict, **context) -> dict:
+                """Score candidate and champion on the same windows and move champion if better."""
+                from models.sagemaker import AwsJobSettings
+                from saodf import aws_pipeline, aws_promotion, pipeline
+                from saodf_airflow.aws import pull_results
+
+                scored = pull_results(
+                    context["ti"], ("model.score_transform", "model.score_spot_inference")
+                )
+                client = aws_pipeline.sagemaker_client(
+                    AwsJobSettings.from_settings(pipeline.get_settings()).aws_conn_id
+                )
+                return aws_promotion.promote(scope, recorded, scored, client)
+
             @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
             def collect_forecasts(scope: dict, **context) -> dict:
                 """Copy the inference outputs from S3 into the lake and log their cost."""
                 from models.sagemaker import AwsJobSettings
                 from saodf import aws_pipeline, pipeline
+                from saodf_airflow.aws import pull_results
 
                 ti = context["ti"]
-                results = []
-                for task_id in ("model.batch_transform", "model.spot_inference"):
-                    pulled = ti.xcom_pull(task_ids=task_id)
-                    if isinstance(pulled, dict):
-                        results.append(pulled)
-                    elif pulled:
-                        results.extend(item for item in pulled if item)
+                results = pull_results(ti, ("model.batch_transform", "model.spot_inference"))
                 collected = aws_pipeline.collect_forecasts(scope, results)
                 client = aws_pipeline.sagemaker_client(
                     AwsJobSettings.from_settings(pipeline.get_settings()).aws_conn_id
@@ -313,6 +335,24 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
                 execution_timeout=SAGEMAKER_TASK_TIMEOUT,
             ).expand(group=plan)
             recorded = record_training(scope, trained.output)
+            scoring = plan_scoring(scope, recorded)
+            scored_transform = ScoringTransformOperator.partial(
+                task_id="score_transform",
+                doc_md="Forecast one group's backtest input with a batch transform job.",
+                scope=scope,
+                pool=REMOTE_POOL,
+                execution_timeout=SAGEMAKER_TASK_TIMEOUT,
+            ).expand(request=scoring)
+            scored_spot = ScoringSpotInferenceOperator.partial(
+                task_id="score_spot_inference",
+                doc_md="Forecast one group's backtest input with a Spot inference job.",
+                scope=scope,
+                print_log=print_log,
+                pool=REMOTE_POOL,
+                execution_timeout=SAGEMAKER_TASK_TIMEOUT,
+            ).expand(request=scoring)
+            promoted = promote(scope, recorded)
+            [scored_transform, scored_spot] >> promoted
             transformed_groups = DeepARTransformOperator.partial(
                 task_id="batch_transform",
                 doc_md="Forecast one group with a SageMaker batch transform job.",
@@ -331,7 +371,7 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
                 execution_timeout=SAGEMAKER_TASK_TIMEOUT,
             ).expand(group=plan)
             transformed = collect_forecasts(scope)
-            [transformed_groups, spot_groups, recorded] >> transformed
+            [transformed_groups, spot_groups, promoted] >> transformed
             prepared_checked >> plan
         else:
             trained = train(scope)
@@ -371,7 +411,10 @@ def _pipeline_tasks(tenant: str | None, forecast_cache_asset: Asset) -> None:
         }
         if TARGET == "aws":
             stage_tasks.update(
-                spot_inference="model.spot_inference", collect_forecasts="model.collect_forecasts"
+                spot_inference="model.spot_inference",
+                score_transform="model.score_transform",
+                score_spot_inference="model.score_spot_inference",
+                collect_forecasts="model.collect_forecasts",
             )
         seconds = {}
         for stage, task_id in stage_tasks.items():

@@ -355,7 +355,7 @@ def _register_and_promote(
         promoted, reason = True, "the candidate is already the champion"
     else:
         if champion is not None:
-            champion_metrics = _score_champion(tracking_uri, model_name, champion, spec, windows)
+            champion_metrics = score_champion(tracking_uri, model_name, champion, spec, windows)
         promoted, reason = decide_promotion(metrics[candidate], champion_metrics)
     if promoted:
         move_champion(client, model_name, version)
@@ -384,7 +384,7 @@ def _register_and_promote(
     }
 
 
-def _score_champion(tracking_uri, model_name, champion, spec, windows) -> dict | None:
+def score_champion(tracking_uri, model_name, champion, spec, windows) -> dict | None:
     """Backtest the current champion version on this run's windows, or None if it cannot run."""
     from models.backtest import backtest
     from models.baselines import season_length_for

@@ -4,7 +4,8 @@ On ``SAODF_TARGET=aws`` the DAG runs the preprocessing script as an AWS Glue job
 DeepAR with SageMaker managed Spot training and forecasts with batch transform or a Spot
 inference job. This module builds the exact requests of those jobs from the run scope
 and maps their S3 outputs back onto the layout that ``populate_cache`` reads, so the
-operators in ``saodf_airflow.aws`` only submit and wait.
+operators in ``saodf_airflow.aws`` only submit and wait. ``saodf.aws_promotion``
+decides whether a trained model becomes the ``champion``.
 
 Outputs on S3 (``{artifacts}`` is ``SAODF_SAGEMAKER_ARTIFACTS_URL``)::
 
@@ -301,6 +302,11 @@ def _read_bytes(url: str) -> bytes:
         return handle.read()
 
 
+def read_text(url: str) -> str:
+    """Return the UTF-8 text of the object or file at ``url``."""
+    return _read_bytes(url).decode("utf-8")
+
+
 def spot_output_lines(archive_url: str) -> bytes:
     """Return the forecast lines inside a Spot inference job's ``output.tar.gz``.
 
@@ -324,6 +330,25 @@ def spot_output_lines(archive_url: str) -> bytes:
                 "writes one per input file"
             )
         return b"".join(archive.extractfile(member).read() for member in members)
+
+
+def job_output_lines(mode: str, output_url: str, job_name: str) -> list[str]:
+    """Return the non-empty forecast lines of a transform or Spot inference job's output.
+
+    Raises:
+        AwsOutputError: the output is missing, or a Spot archive contains no ``.out`` file.
+    """
+    if mode == "transform":
+        try:
+            payload = _read_bytes(output_url)
+        except FileNotFoundError:
+            raise AwsOutputError(
+                f"batch transform output {output_url} not found; check transform "
+                f"job {job_name} in the SageMaker console"
+            ) from None
+    else:
+        payload = spot_output_lines(output_url)
+    return [line for line in payload.decode("utf-8").splitlines() if line.strip()]
 
 
 def inference_output_url(entry: Mapping[str, Any], mode: str, job_name: str) -> str:
@@ -368,17 +393,7 @@ def collect_forecasts(
                 f"inference result for group {group!r} has no group in the prepared manifest "
                 f"{paths['prepared']}; known groups: {sorted(specs)}"
             )
-        if result["mode"] == "transform":
-            try:
-                payload = _read_bytes(result["output"])
-            except FileNotFoundError:
-                raise AwsOutputError(
-                    f"batch transform output {result['output']} not found; check transform "
-                    f"job {result['job_name']} in the SageMaker console"
-                ) from None
-        else:
-            payload = spot_output_lines(result["output"])
-        lines = [line for line in payload.decode("utf-8").splitlines() if line.strip()]
+        lines = job_output_lines(result["mode"], result["output"], result["job_name"])
         records = read_records(paths["prepared"], spec.test)
         if len(lines) != len(records):
             raise AwsOutputError(
@@ -410,14 +425,17 @@ def record_training(
     sagemaker_client,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Log each SageMaker training job to MLflow, register its model and move ``champion``.
+    """Log each SageMaker training job to MLflow, register its model and decide on ``champion``.
 
     One MLflow run per group gets the hyperparameters, the final metrics that DeepAR
     reports on the test channel (``test:mean_wQuantileLoss``, ``test:RMSE``), the billed
     seconds and their price. The model artifact on S3 becomes a version of the group's
-    registered model. ``champion`` moves to it when its ``test:mean_wQuantileLoss`` is
-    lower than the champion's on the same data. A champion scored on other data cannot be
-    compared, so it is replaced.
+    registered model. Against a champion trained on the same data, ``champion`` moves
+    when the candidate's ``test:mean_wQuantileLoss`` is lower. Against a champion
+    trained on other data, the group's result gets ``promoted=None`` and a
+    ``comparison`` entry, and ``saodf.aws_promotion`` scores both models on this run's
+    windows before it decides. A champion that cannot be scored on these windows is
+    replaced at once, as in the local backend.
     """
     from models.backtest import data_hash
     from models.cost import training_job_cost_from_description
@@ -427,7 +445,9 @@ def record_training(
         ensure_experiment,
         move_champion,
     )
+    from models.sagemaker import MODEL_KIND
     from saodf import pipeline
+    from saodf.aws_promotion import champion_comparison, decide_by_test_metric, tag_decision
 
     settings = settings or get_settings()
     client = client_for(settings.mlflow_tracking_uri)
@@ -449,7 +469,7 @@ def record_training(
             tags={
                 "run_key": scope["run_key"],
                 "group": group,
-                "model_kind": "deepar_sagemaker",
+                "model_kind": MODEL_KIND,
                 "training_job_name": name,
                 "data_hash": digest,
             },
@@ -468,23 +488,49 @@ def record_training(
         version = _register_sagemaker_model(
             client, model_name, artifact, run_id, scope["run_key"], digest, metrics, name
         )
-        promoted, reason = _promotion(
-            current_champion(client, model_name), version, digest, metrics
-        )
-        if promoted:
-            move_champion(client, model_name, version)
+        champion = current_champion(client, model_name)
+        decision = decide_by_test_metric(champion, version, digest, metrics)
+        comparison = None
+        if decision is None:
+            comparison = champion_comparison(
+                client, champion, description.get("HyperParameters") or {}
+            )
+            if comparison["scorer"] is None:
+                decision = (True, f"{comparison['reason']}, so it is replaced")
+                comparison = None
+        if decision is None:
+            promoted = None
+            reason = (
+                f"pending: champion version {champion.version} trained on other data, so "
+                "both models are scored on this run's windows"
+            )
+        else:
+            promoted, reason = decision
+            if promoted:
+                move_champion(client, model_name, version)
         champion = current_champion(client, model_name)
         results[group] = {
             "training_job_name": name,
             "mlflow_run_id": run_id,
             "model_name": model_name,
             "model_version": version,
+            "model_artifact": artifact,
             "champion_version": str(champion.version) if champion else None,
             "promoted": promoted,
             "promotion_reason": reason,
+            "comparison": comparison,
             "metrics": metrics,
             "cost": {k: cost[k] for k in ("seconds", "estimated_cost_usd", "billable_source")},
         }
+        if promoted is not None and champion is not None:
+            tag_decision(
+                client,
+                results[group],
+                promoted,
+                reason,
+                champion.version,
+                champion.tags.get("model_kind", ""),
+            )
         logger.info(
             "recorded SageMaker job %s of run %s group %s: version %s of %s, %s (%s)",
             name,
@@ -492,7 +538,7 @@ def record_training(
             group,
             version,
             model_name,
-            "promoted" if promoted else "not promoted",
+            {True: "promoted", False: "not promoted", None: "promotion pending"}[promoted],
             reason,
         )
     return {"groups": results}
@@ -588,9 +634,11 @@ def _register_sagemaker_model(client, name, artifact, run_id, run_key, digest, m
         client.get_registered_model(name)
     except Exception:  # noqa: BLE001 - MLflow raises its own exception type for "not found"
         client.create_registered_model(name)
+    from models.sagemaker import MODEL_KIND
+
     tags = {
         "run_key": run_key,
-        "model_kind": "deepar_sagemaker",
+        "model_kind": MODEL_KIND,
         "training_job_name": job,
         "data_hash": digest,
     }
@@ -598,22 +646,6 @@ def _register_sagemaker_model(client, name, artifact, run_id, run_key, digest, m
         tags["test_mean_wquantileloss"] = repr(metrics["test:mean_wQuantileLoss"])
     created = client.create_model_version(name, artifact, run_id=run_id, tags=tags)
     return str(created.version)
-
-
-def _promotion(champion, version: str, digest: str, metrics: Mapping[str, float]):
-    if champion is None:
-        return True, "no current champion"
-    if str(champion.version) == version:
-        return True, "the candidate is already the champion"
-    if champion.tags.get("data_hash") != digest:
-        return True, "the champion was scored on other data and cannot be compared"
-    candidate = metrics.get("test:mean_wQuantileLoss")
-    held = champion.tags.get("test_mean_wquantileloss")
-    if candidate is None or held is None:
-        return False, "test:mean_wQuantileLoss is missing, so the champion stays"
-    if candidate < float(held):
-        return True, f"test:mean_wQuantileLoss {candidate:.6g} < champion {float(held):.6g}"
-    return False, f"test:mean_wQuantileLoss {candidate:.6g} >= champion {float(held):.6g}"
 
 
 def sagemaker_client(aws_conn_id: str):

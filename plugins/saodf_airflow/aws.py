@@ -12,7 +12,7 @@ This module imports the Amazon provider (boto3), so the DAG imports it only when
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
@@ -189,3 +189,73 @@ class SpotInferenceOperator(SageMakerTrainingOperator):
             entry,
             started,
         )
+
+
+class _ScoringMixin:
+    """Run one scoring job of ``saodf.aws_promotion.plan_scoring``'s ``request``."""
+
+    scoring_mode = ""
+
+    def _prepare_scoring(self, context) -> dict[str, Any]:
+        from saodf import aws_promotion
+
+        built = aws_promotion.scoring_job(self.scope, self.request, context["ti"].try_number)
+        if built["mode"] != self.scoring_mode:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            group, mode = self.request["group"], built["mode"]
+            raise AirflowSkipException(f"group {group} scores with {mode}, not {self.scoring_mode}")
+        _apply(self, built["kwargs"])
+        return built
+
+
+class ScoringTransformOperator(_ScoringMixin, SageMakerTransformOperator):
+    """Forecast one group's backtest input with the candidate's or the champion's model."""
+
+    template_fields = (*SageMakerTransformOperator.template_fields, "scope", "request")
+    scoring_mode = "transform"
+
+    def __init__(self, *, scope, request, **kwargs):
+        super().__init__(config={}, **kwargs)
+        self.scope = scope
+        self.request = request
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_promotion
+
+        started = time.monotonic()
+        built = self._prepare_scoring(context)
+        super().execute(context)
+        return aws_promotion.scoring_result(self.request, built, started)
+
+
+class ScoringSpotInferenceOperator(_ScoringMixin, SageMakerTrainingOperator):
+    """Forecast one group's backtest input with a model in a managed Spot inference job."""
+
+    template_fields = (*SageMakerTrainingOperator.template_fields, "scope", "request")
+    scoring_mode = "spot_training"
+
+    def __init__(self, *, scope, request, **kwargs):
+        super().__init__(config={}, **kwargs)
+        self.scope = scope
+        self.request = request
+
+    def execute(self, context) -> dict[str, Any]:
+        from saodf import aws_promotion
+
+        started = time.monotonic()
+        built = self._prepare_scoring(context)
+        super().execute(context)
+        return aws_promotion.scoring_result(self.request, built, started)
+
+
+def pull_results(ti, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Return the results of ``task_ids``, one per map index, leaving out skipped ones."""
+    results = []
+    for task_id in task_ids:
+        pulled = ti.xcom_pull(task_ids=task_id)
+        if isinstance(pulled, dict):
+            results.append(pulled)
+        elif pulled:
+            results.extend(item for item in pulled if item)
+    return results

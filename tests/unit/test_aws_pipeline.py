@@ -169,38 +169,3 @@ def test_spot_archive_without_lines(tmp_path):
         handle.addfile(info, io.BytesIO(b"{}"))
     with pytest.raises(aws_pipeline.AwsOutputError, match="holds no .out file"):
         aws_pipeline.spot_output_lines(archive.as_uri())
-
-
-def _champion(version="1", data_hash="abc", wql="0.3"):
-    tags = {"data_hash": data_hash, "test_mean_wquantileloss": wql}
-    return SimpleNamespace(version=version, tags=tags)
-
-
-def test_promotion_without_champion():
-    assert aws_pipeline._promotion(None, "1", "abc", {})[0] is True
-
-
-def test_promotion_lower_loss_wins():
-    promoted, reason = aws_pipeline._promotion(
-        _champion(), "2", "abc", {"test:mean_wQuantileLoss": 0.2}
-    )
-    assert promoted is True
-    assert "0.2 < champion 0.3" in reason
-
-
-def test_promotion_higher_loss_stays():
-    promoted, _ = aws_pipeline._promotion(_champion(), "2", "abc", {"test:mean_wQuantileLoss": 0.4})
-    assert promoted is False
-
-
-def test_promotion_other_data_replaces():
-    promoted, reason = aws_pipeline._promotion(
-        _champion(data_hash="old"), "2", "abc", {"test:mean_wQuantileLoss": 0.9}
-    )
-    assert promoted is True
-    assert "other data" in reason
-
-
-def test_promotion_needs_metric():
-    promoted, _ = aws_pipeline._promotion(_champion(), "2", "abc", {})
-    assert promoted is False

@@ -17,9 +17,15 @@ EXPECTED_EDGES = {
     ("model.train", "model.record_training"),
     ("model.train", "model.batch_transform"),
     ("model.train", "model.spot_inference"),
+    ("model.record_training", "model.plan_scoring"),
+    ("model.plan_scoring", "model.score_transform"),
+    ("model.plan_scoring", "model.score_spot_inference"),
+    ("model.record_training", "model.promote"),
+    ("model.score_transform", "model.promote"),
+    ("model.score_spot_inference", "model.promote"),
     ("model.batch_transform", "model.collect_forecasts"),
     ("model.spot_inference", "model.collect_forecasts"),
-    ("model.record_training", "model.collect_forecasts"),
+    ("model.promote", "model.collect_forecasts"),
     ("model.collect_forecasts", "populate_cache"),
     ("populate_cache", "teardown"),
     ("teardown", "report_cost"),
@@ -29,6 +35,8 @@ OPERATORS = {
     "model.train": "DeepARTrainingOperator",
     "model.batch_transform": "DeepARTransformOperator",
     "model.spot_inference": "SpotInferenceOperator",
+    "model.score_transform": "ScoringTransformOperator",
+    "model.score_spot_inference": "ScoringSpotInferenceOperator",
     "quality_and_prep.apply_batch": "TerraformBatchOperator",
 }
 
@@ -71,6 +79,10 @@ def test_aws_provider_bases(aws_dag):
     assert issubclass(aws_dag.get_task("model.train").operator_class, SageMakerTrainingOperator)
     transform = aws_dag.get_task("model.batch_transform").operator_class
     assert issubclass(transform, SageMakerTransformOperator)
+    scoring = aws_dag.get_task("model.score_transform").operator_class
+    assert issubclass(scoring, SageMakerTransformOperator)
+    spot_scoring = aws_dag.get_task("model.score_spot_inference").operator_class
+    assert issubclass(spot_scoring, SageMakerTrainingOperator)
 
 
 def test_aws_dag_follows_policy(aws_dag):
@@ -92,6 +104,11 @@ def test_aws_tasks_time_out(aws_dag):
 
 def test_aws_collect_runs_after_a_skipped_mode(aws_dag):
     rule = aws_dag.get_task("model.collect_forecasts").trigger_rule
+    assert rule == "none_failed_min_one_success"
+
+
+def test_aws_promote_runs_without_scoring(aws_dag):
+    rule = aws_dag.get_task("model.promote").trigger_rule
     assert rule == "none_failed_min_one_success"
 
 

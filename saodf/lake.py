@@ -2,13 +2,18 @@
 
 Raw zone, written by the lake writer and read by the preprocessing job::
 
-    {lake}/raw/device_id={device}/date={YYYY-MM-DD}/hour={HH}/{topic}+{partition}+{first}+{last}.parquet
+    {lake}/raw/device_id={device}/date={YYYY-MM-DD}/hour={HH}/{topic}+{partition}+{first}+{last}[+{topic_id}].parquet
 
 Each file holds the readings of one device and hour that came from one Kafka
 partition's offset range, in long format (one row per metric), so a replay of the
 same offsets overwrites the same file. Readers drop repeated
-``(kafka_topic, kafka_partition, kafka_offset, metric)`` rows, which makes a
-crash between a write and its offset commit harmless.
+``(kafka_topic, kafka_partition, kafka_offset, metric, device_id, timestamp)`` rows,
+which makes a crash between a write and its offset commit harmless.
+
+Offsets alone do not identify a reading: a topic created again (as every topic of a
+memory-only broker after a restart) starts its offsets at 0. The writer therefore adds the
+topic's id to the file name, and the key above includes the device and timestamp, so
+readings of two incarnations of a topic that share offsets are both kept.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ RAW_SCHEMA = pa.schema(
         ("kafka_offset", pa.int64()),
     ]
 )
-RAW_KEY = ["kafka_topic", "kafka_partition", "kafka_offset", "metric"]
+RAW_KEY = ["kafka_topic", "kafka_partition", "kafka_offset", "metric", "device_id", "timestamp"]
 
 
 def zone_url(lake_url: str, zone: str, *parts: str) -> str:
@@ -59,8 +64,11 @@ def raw_partition_url(lake_url: str, device_id: str, hour_start: datetime) -> st
     )
 
 
-def raw_file_name(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
-    return f"{topic}+{partition}+{first_offset:020d}+{last_offset:020d}.parquet"
+def raw_file_name(
+    topic: str, partition: int, first_offset: int, last_offset: int, topic_id: str | None = None
+) -> str:
+    name = f"{topic}+{partition}+{first_offset:020d}+{last_offset:020d}"
+    return f"{name}+{topic_id}.parquet" if topic_id else f"{name}.parquet"
 
 
 def write_parquet_atomic(table: pa.Table, url: str) -> None:

@@ -45,6 +45,10 @@ def producer_config(settings: Settings, role: str = "producer", **overrides: Any
         "enable.idempotence": True,
         "linger.ms": 5,
         "message.timeout.ms": 30_000,
+        # Topics are created by ensure_topics with their partition count. A restarted broker
+        # would otherwise auto-create a topic with its own default count (4 on Tansu 0.6) when
+        # a producer with queued messages reconnects before the topics are ensured.
+        "allow.auto.create.topics": False,
     }
     config.update(overrides)
     return config
@@ -270,6 +274,34 @@ def produce_polling(
         except BufferError:
             producer.poll(0.1)
     producer.produce(topic, value=value, key=key, **kwargs)
+
+
+def topic_id(settings: Settings, topic: str, timeout: float = 10.0) -> str | None:
+    """Return the broker's id of ``topic`` as 32 hex digits, or None when it is not available.
+
+    A topic that is deleted and created again, or that a memory-only broker (Tansu's
+    ``memory://`` engine) creates anew after a restart, gets a new id and starts its offsets
+    at 0 again. The id separates readings that share a partition and offset.
+    """
+    from confluent_kafka import TopicCollection
+
+    admin = AdminClient(admin_config(settings))
+    try:
+        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+        description = futures[topic].result(timeout=timeout)
+    except (KafkaException, TimeoutError) as exc:
+        logger.warning(
+            "reading the id of topic %s from %s failed: %s", topic, settings.kafka_bootstrap, exc
+        )
+        return None
+    uuid = description.topic_id
+    if uuid is None:
+        return None
+    high = uuid.get_most_significant_bits() & (2**64 - 1)
+    low = uuid.get_least_significant_bits() & (2**64 - 1)
+    if high == 0 and low == 0:
+        return None
+    return f"{high:016x}{low:016x}"
 
 
 def require_broker(settings: Settings, timeout: float = 2.0) -> None:

@@ -63,6 +63,7 @@ from streaming.kafka import (
     flush_or_raise,
     produce_polling,
     producer_config,
+    topic_id,
 )
 from streaming.windows import Window, reconcile_partition
 
@@ -136,7 +137,12 @@ def readings_table(topic: str, readings: list[Reading]) -> pa.Table:
 
 
 def raw_file_url(
-    lake_url: str, topic: str, device_id: str, hour_start: datetime, items: list[Reading]
+    lake_url: str,
+    topic: str,
+    device_id: str,
+    hour_start: datetime,
+    items: list[Reading],
+    topic_id: str | None = None,
 ) -> str:
     """Return the raw-zone URL of one device's readings of one hour and partition.
 
@@ -153,7 +159,7 @@ def raw_file_url(
     return "/".join(
         [
             raw_partition_url(lake_url, device_id, hour_start),
-            raw_file_name(topic, partition, items[0].offset, items[-1].offset),
+            raw_file_name(topic, partition, items[0].offset, items[-1].offset, topic_id),
         ]
     )
 
@@ -203,6 +209,8 @@ class LakeWriter:
         # them again, because their offsets may be committed already.
         self.pending_events: list[dict[str, Any]] = []
         self.topic = self.settings.topic_raw
+        # The raw topic's id on the broker, read by start(); None when the broker gives none.
+        self.topic_id: str | None = None
         self.tenant = settings_tenant(self.settings)
         self.stats = WriterStats()
         self.window = Window(self.topic)
@@ -227,6 +235,7 @@ class LakeWriter:
             self.settings,
             [self.topic, self.settings.topic_windows, self.settings.topic_dlq],
         )
+        self.topic_id = topic_id(self.settings, self.topic)
         self._producer = self._new_producer()
         self._send_pending_events()
         self._consumer = Consumer(
@@ -374,7 +383,9 @@ class LakeWriter:
             readings.append(reading)
             self.window.add(partition, offset, now, reading.device_id, reading.timestamp)
         for (device_id, hour_start, _partition), items in group_readings(readings).items():
-            url = raw_file_url(self.settings.lake_url, self.topic, device_id, hour_start, items)
+            url = raw_file_url(
+                self.settings.lake_url, self.topic, device_id, hour_start, items, self.topic_id
+            )
             write_parquet_atomic(readings_table(self.topic, items), url)
             self.stats.files += 1
             logger.debug("wrote %d reading(s) to %s", len(items), url)
@@ -578,6 +589,7 @@ class LakeWriter:
         state = {
             "group_id": self.group_id,
             "topic": self.topic,
+            "topic_id": self.topic_id,
             "next_offsets": {str(p): n for p, n in sorted(self.next_offsets.items())},
             "window": self.window.to_dict(),
             "pending_events": self.pending_events,
@@ -632,6 +644,19 @@ class LakeWriter:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         state = self._load_state()
+        saved_id = (state or {}).get("topic_id")
+        if state and saved_id and self.topic_id and saved_id != self.topic_id:
+            # The topic was created again, because a memory-only broker restarted or the topic
+            # was deleted. Its offsets start at 0, so the saved ones point into another log.
+            logger.warning(
+                "topic %s of group %s has id %s, not the saved %s; starting from the "
+                "committed offsets instead of the saved ones and the saved open window",
+                self.topic,
+                self.group_id,
+                self.topic_id,
+                saved_id,
+            )
+            state = {**state, "next_offsets": {}, "window": Window(self.topic).to_dict()}
         saved_next = {int(p): int(n) for p, n in (state or {}).get("next_offsets", {}).items()}
         saved_window = Window.from_dict(state["window"]) if state else Window(self.topic)
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}

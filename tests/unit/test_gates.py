@@ -128,7 +128,10 @@ def test_raw_null_device_fails(tmp_path):
 
 def test_raw_duplicate_offsets_fail(tmp_path):
     batch = _raw_batch()
-    batch.loc[5, "kafka_offset"] = 4
+    # Row 5 repeats row 4's reading: same Kafka coordinates, device, timestamp and metric.
+    for column in ("kafka_topic", "kafka_partition", "kafka_offset", "device_id", "timestamp"):
+        batch.loc[5, column] = batch.loc[4, column]
+    batch.loc[5, "metric"] = batch.loc[4, "metric"]
     with pytest.raises(ValidationFailedError, match="expect_compound_columns_to_be_unique"):
         gate(batch, "raw_telemetry", "run-dup", str(tmp_path / "quarantine"), build_docs=False)
     reasons = json.loads(
@@ -137,7 +140,7 @@ def test_raw_duplicate_offsets_fail(tmp_path):
     failure = reasons["failures"][0]
     assert failure["expectation_type"] == "expect_compound_columns_to_be_unique"
     assert failure["unexpected_count"] == 2
-    assert failure["kwargs"]["column_list"][-1] == "metric"
+    assert failure["kwargs"]["column_list"][3:] == ["metric", "device_id", "timestamp"]
 
 
 def test_raw_missing_timestamp_fails():

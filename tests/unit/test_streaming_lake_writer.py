@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 import pytest
 
 from saodf.config import Settings
-from saodf.lake import RAW_SCHEMA
+from saodf.lake import RAW_SCHEMA, read_raw, write_parquet_atomic
 from streaming.kafka import StreamingError
 from streaming.lake_writer import (
     LakeWriter,
     Reading,
     group_readings,
+    raw_file_url,
     readings_table,
     state_path,
 )
@@ -63,6 +64,37 @@ def test_readings_table_long_format():
     ]
     assert table.column("kafka_offset").to_pylist() == [5, 5, 6, 6]
     assert table.column("value").to_pylist()[2] == 26.0
+
+
+def test_raw_file_url_names_topic_id(tmp_path):
+    items = [_reading(0, "a", 12), _reading(1, "a", 12)]
+    hour = datetime(2025, 4, 20, 12, tzinfo=timezone.utc)
+    first = raw_file_url(tmp_path.as_uri(), "telemetry.raw", "a", hour, items, "01" * 16)
+    second = raw_file_url(tmp_path.as_uri(), "telemetry.raw", "a", hour, items, "02" * 16)
+    assert first != second
+    assert first.endswith("+" + "01" * 16 + ".parquet")
+    assert raw_file_url(tmp_path.as_uri(), "telemetry.raw", "a", hour, items).endswith(
+        "+00000000000000000001.parquet"
+    )
+
+
+def test_read_raw_keeps_reused_offsets(tmp_path):
+    """Readings of two topic incarnations share offsets; a replay of one batch does not."""
+    lake = tmp_path.as_uri()
+    hour = datetime(2025, 4, 20, 12, tzinfo=timezone.utc)
+    old = [_reading(0, "a", 12, minute=1), _reading(1, "a", 12, minute=2)]
+    new = [_reading(0, "a", 12, minute=3), _reading(1, "b", 12, minute=4)]
+    for items, topic_id in ((old, "01" * 16), (new, "02" * 16)):
+        for device in ("a", "b"):
+            batch = [item for item in items if item.device_id == device]
+            if batch:
+                url = raw_file_url(lake, "telemetry.raw", device, hour, batch, topic_id)
+                write_parquet_atomic(readings_table("telemetry.raw", batch), url)
+    replayed = raw_file_url(lake, "telemetry.raw", "a", hour, old[:1], "03" * 16)
+    write_parquet_atomic(readings_table("telemetry.raw", old[:1]), replayed)
+    frame = read_raw(lake)
+    assert len(frame) == 8
+    assert frame.groupby("device_id").size().to_dict() == {"a": 6, "b": 2}
 
 
 def test_state_path_sanitises_group(tmp_path, monkeypatch):

@@ -10,11 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import RegistryError
+from models.sagemaker import MODEL_KIND as SAGEMAKER_KIND
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("mean_wql", "wql_0.1", "wql_0.5", "wql_0.9", "mase", "coverage_80", "training_seconds")
-MODEL_KINDS = ("deepar", "seasonal_naive", "auto_ets")
+METRICS = (
+    "mean_wql",
+    "wql_0.1",
+    "wql_0.5",
+    "wql_0.9",
+    "mase",
+    "coverage_80",
+    "training_seconds",
+    # SageMaker's own figure on a training job's test channel, not comparable across data.
+    "test_mean_wQuantileLoss",
+)
+# The local backend's kinds and the SageMaker DeepAR runs of the aws target.
+LOCAL_KINDS = ("deepar", "seasonal_naive", "auto_ets")
+MODEL_KINDS = (*LOCAL_KINDS, SAGEMAKER_KIND)
 
 
 def collect_runs(
@@ -54,29 +67,54 @@ def collect_runs(
     rows = []
     for run in runs:
         tags = run.data.tags
-        if tags.get("model_kind") not in MODEL_KINDS:
+        kind = tags.get("model_kind")
+        if kind not in MODEL_KINDS:
             continue
-        parent_id = tags.get("mlflow.parentRunId")
-        if parent_id and parent_id not in parents:
-            parents[parent_id] = client.get_run(parent_id).data.tags
-        parent_tags = parents.get(parent_id, {})
+        if kind == SAGEMAKER_KIND:
+            decision = _sagemaker_decision(run)
+        else:
+            parent_id = tags.get("mlflow.parentRunId")
+            if parent_id and parent_id not in parents:
+                parents[parent_id] = client.get_run(parent_id).data.tags
+            decision = _local_decision(run, parents.get(parent_id, {}))
         rows.append(
             {
                 "run_id": run.info.run_id,
                 "run_key": tags.get("run_key", ""),
                 "group": tags.get("group", ""),
-                "kind": tags.get("model_kind", ""),
+                "kind": kind,
                 "data_hash": tags.get("data_hash", "")[:12],
-                "candidate": tags.get("candidate") == "true" or tags.get("champion") == "true",
-                "champion_kind": parent_tags.get("champion_kind", ""),
-                "champion_version": parent_tags.get("model_version", ""),
-                "promoted": parent_tags.get("promoted", ""),
-                "windows": run.data.params.get("backtest_windows", "1"),
+                **decision,
                 **{name: run.data.metrics.get(name, math.nan) for name in METRICS},
             }
         )
     logger.info("collected %d model runs of experiment %s", len(rows), experiment)
     return rows
+
+
+def _local_decision(run, parent_tags: Mapping[str, str]) -> dict[str, Any]:
+    # A local run is one kind of a group's backtest. Its parent run records the decision.
+    tags = run.data.tags
+    return {
+        "candidate": tags.get("candidate") == "true" or tags.get("champion") == "true",
+        "champion_kind": parent_tags.get("champion_kind", ""),
+        "champion_version": parent_tags.get("model_version", ""),
+        "promoted": parent_tags.get("promoted", ""),
+        "windows": run.data.params.get("backtest_windows", "1"),
+    }
+
+
+def _sagemaker_decision(run) -> dict[str, Any]:
+    # A SageMaker run is its group's only candidate and carries the decision itself. It
+    # has backtest metrics only when it was scored against a champion of other data.
+    tags = run.data.tags
+    return {
+        "candidate": True,
+        "champion_kind": tags.get("champion_kind", ""),
+        "champion_version": tags.get("champion_version", ""),
+        "promoted": tags.get("promoted", ""),
+        "windows": run.data.params.get("backtest_windows", "0"),
+    }
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -119,6 +157,12 @@ _RUN_COLUMNS = (
     "run_id",
 )
 _SUMMARY_COLUMNS = ("group", "kind", "runs", "mean_of_mean_wql", "best_in_run")
+METRICS_EXPLANATION = (
+    "Metrics are pooled over the rolling backtest windows of each run. A deepar_sagemaker "
+    "run has them only when it was scored against a champion trained on other data (0 "
+    "windows otherwise). Its test_mean_wQuantileLoss is SageMaker's figure on the run's "
+    "own test channel."
+)
 
 
 def to_markdown(rows: Sequence[Mapping[str, Any]], experiment: str) -> str:
@@ -130,7 +174,7 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], experiment: str) -> str:
         return lines
 
     lines = [f"# Model comparison: experiment {experiment}", ""]
-    lines += ["Metrics are pooled over the rolling backtest windows of each run.", ""]
+    lines += [METRICS_EXPLANATION, ""]
     lines += ["## Summary", ""] + table(_SUMMARY_COLUMNS, summarize(rows))
     lines += ["", "## Runs", ""] + table(_RUN_COLUMNS, rows)
     return "\n".join(lines) + "\n"
@@ -155,7 +199,7 @@ def to_html(rows: Sequence[Mapping[str, Any]], experiment: str) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{style}</style></head><body><h1>{title}</h1>"
-        "<p>Metrics are pooled over the rolling backtest windows of each run.</p>"
+        f"<p>{html.escape(METRICS_EXPLANATION)}</p>"
         f"<h2>Summary</h2>{table(_SUMMARY_COLUMNS, summarize(rows))}"
         f"<h2>Runs</h2>{table(_RUN_COLUMNS, rows)}</body></html>\n"
     )

@@ -21,7 +21,7 @@ Logins:
   in ``SAODF_HOME/secrets/redis_password_<role>``. It takes precedence over
   ``SAODF_REDIS_USER``.
 
-Settings scoped to a tenant ignore the role: the tenant's own ACL user (see
+Settings scoped to a tenant ignore the role, because the tenant's own ACL user (see
 :mod:`saodf.tenants`) serves both of its actions.
 """
 

@@ -95,6 +95,8 @@ def ks_statistic(reference, recent) -> tuple[float, float]:
 
 def residual_score(reference, actual, forecast_mean) -> float | None:
     """Mean forecast error over the covered readings, in reference standard deviations."""
+    # NOTE: the scale is the training series' spread, not the champion's residual spread at
+    # training time, because models.pipeline logs per-series backtest metrics but no residuals.
     actual = np.asarray(actual, dtype="float64")
     predicted = np.asarray(forecast_mean, dtype="float64")
     mask = np.isfinite(actual) & np.isfinite(predicted)
@@ -158,8 +160,10 @@ def retrain_request(
 def champion_references(settings: Settings) -> dict[str, dict[str, Any]]:
     """Map each device of a current champion to its training-time series and forecast.
 
-    Reads, per registered model ``{prefix}-{group}``, the ``champion`` version's run key
-    tag, then that run's prepared test channel and batch-transform output.
+    Reads, per registered model ``{prefix}-{group}`` (local target) or ``{prefix}_{group}``
+    (aws target), the ``champion`` version's run key tag, then that run's prepared test
+    channel and batch-transform output. A champion whose prepared data is gone is
+    logged and left out.
     """
     import fsspec
 
@@ -169,9 +173,10 @@ def champion_references(settings: Settings) -> dict[str, dict[str, Any]]:
 
     client = client_for(settings.mlflow_tracking_uri)
     references: dict[str, dict[str, Any]] = {}
-    for model in client.search_registered_models(
-        f"name LIKE '{settings.registered_model_prefix}-%'"
-    ):
+    prefix = settings.registered_model_prefix
+    for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
+        if model.name[len(prefix) : len(prefix) + 1] not in ("-", "_"):
+            continue
         try:
             version = client.get_model_version_by_alias(model.name, "champion")
         except Exception:  # noqa: BLE001 - a model without a champion is not monitored
@@ -181,8 +186,18 @@ def champion_references(settings: Settings) -> dict[str, dict[str, Any]]:
         if not run_key:
             continue
         paths = pipeline.urls(settings, run_key)
-        with fsspec.open(paths["prepared"] + "/manifest.json", "r") as handle:
-            manifest = json.load(handle)
+        try:
+            with fsspec.open(paths["prepared"] + "/manifest.json", "r") as handle:
+                manifest = json.load(handle)
+        except FileNotFoundError as exc:
+            logger.warning(
+                "champion %s v%s of run_key %s is not monitored: prepared data not found (%s)",
+                model.name,
+                version.version,
+                run_key,
+                exc,
+            )
+            continue
         for group in manifest["groups"]:
             test_url = f"{paths['prepared']}/{group['test']}"
             with fsspec.open(test_url, "r") as handle:

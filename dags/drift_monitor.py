@@ -71,7 +71,7 @@ with DAG(
     @task(outlets=[retrain_asset])
     def request_retraining(checked: dict, **context) -> dict:
         """Emit the retrain request; skipped (so no asset event) when nothing drifted."""
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         request = checked["request"]
         if request is None:

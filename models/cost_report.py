@@ -225,6 +225,62 @@ def _verdict(measured: float, claim: float) -> str:
     return "contradicts"
 
 
+def _difference(saving: float) -> str:
+    """Word a saving (1 - cost / reference cost) as "N% less", "N% more" or "about the same"."""
+    if math.isnan(saving):
+        return "an unknown amount"
+    percent = round(abs(saving) * 100)
+    if percent == 0:
+        return "about the same"
+    return f"{percent}% {'less' if saving > 0 else 'more'}"
+
+
+def _compared_with(saving: float, reference: str, qualifier: str = "") -> str:
+    """Return "N% less QUALIFIER than REFERENCE", "N% more ..." or "about the same ... as ..."."""
+    if math.isnan(saving):
+        return f"an unknown amount{qualifier} compared with {reference}"
+    difference = _difference(saving)
+    if difference == "about the same":
+        return f"about the same{qualifier} as {reference}"
+    return f"{difference}{qualifier} than {reference}"
+
+
+def _hybrid_versus_batch(costs: Mapping[str, Any]) -> str:
+    batch = costs["batch"]["monthly_usd"]
+    hybrid = costs["hybrid_cache"]["monthly_usd"]
+    saving = 1.0 - hybrid / batch if batch else math.nan
+    compared = _compared_with(saving, "batch alone")
+    if saving < 0:
+        return (
+            f"Hybrid + cache costs {compared}: the cache node and the cache-miss compute add "
+            "more than Spot and the avoided S3 reads save, so the cache pays for latency, "
+            "not for cost."
+        )
+    if saving > 0:
+        return (
+            f"Hybrid + cache costs {compared}: Spot and the avoided S3 reads save more than "
+            "the cache node and the cache-miss compute add, so the cache pays for itself."
+        )
+    return f"Hybrid + cache costs {compared}."
+
+
+def _spot_source(costs: Mapping[str, Any], spot_saving: float) -> str:
+    if not spot_saving > 0:
+        return (
+            "Batch transform has no Spot option, and Spot saves nothing here, because the "
+            "assumed Spot discount does not exceed the cost of rerunning interrupted jobs."
+        )
+    if costs["batch_spot"].get("spot_inference_chosen"):
+        return (
+            "Batch transform has no Spot option, so the saving comes from Spot training and "
+            "Spot inference run as a training job."
+        )
+    return (
+        "Batch transform has no Spot option, and Spot inference run as a training job "
+        "prices higher than batch transform here, so the saving comes from Spot training."
+    )
+
+
 def check_claims(
     costs: Mapping[str, Any],
     sweep: Mapping[str, list[float]],
@@ -234,7 +290,8 @@ def check_claims(
 
     A measured saving within :data:`CLAIM_TOLERANCE` of the claim supports it, a lower
     one contradicts it, and a higher one does not match it either, because the claim
-    then understates what this model computes.
+    then understates what this model computes. Every sentence of ``statements`` is
+    worded from the figures, so a negative saving reads as a higher cost.
     """
     always_on = costs["always_on"]["monthly_usd"]
     savings = {
@@ -249,32 +306,40 @@ def check_claims(
     spot_saving = 1.0 - spot_job / batch_job if batch_job else math.nan
     endpoint_verdict = _verdict(savings["hybrid_cache"], CLAIM_ENDPOINT_SAVING)
     spot_verdict = _verdict(spot_saving, CLAIM_SPOT_JOB_SAVING)
+    endpoint = "an always-on endpoint"
+    payload_range = ""
+    if sweep_savings:
+        payload_range = (
+            f" Over payloads of {PAYLOAD_SIZES_KB[0]}-{PAYLOAD_SIZES_KB[-1]} KB the difference "
+            f"ranges from {_difference(min(sweep_savings))} to "
+            f"{_difference(max(sweep_savings))}."
+        )
+    hybrid_endpoint = _compared_with(savings["hybrid_cache"], endpoint)
+    spot_on_demand = _compared_with(spot_saving, "on demand", qualifier=" on Spot")
     statements = [
         (
-            f"Hybrid + cache costs {savings['hybrid_cache']:.0%} less per month than an "
-            f"always-on endpoint for this workload ({min(sweep_savings):.0%} to "
-            f"{max(sweep_savings):.0%} over payloads of {PAYLOAD_SIZES_KB[0]}-"
-            f"{PAYLOAD_SIZES_KB[-1]} KB). This {endpoint_verdict} the claim 'about 42% "
-            "cheaper than always-on endpoints'."
+            f"Per month, hybrid + cache costs {hybrid_endpoint} for this workload."
+            f"{payload_range} This {endpoint_verdict} the claim 'about 42% cheaper than "
+            "always-on endpoints'."
         ),
         (
-            f"Against the same endpoint, batch saves {savings['batch']:.0%} and batch + "
-            f"Spot {savings['batch_spot']:.0%}. The cache node and the cache-miss compute "
-            "make hybrid + cache dearer than batch alone, so the cache pays for latency, "
-            "not for cost."
+            f"Against the same endpoint, batch costs {_difference(savings['batch'])} and "
+            f"batch + Spot {_difference(savings['batch_spot'])}. {_hybrid_versus_batch(costs)}"
         ),
         (
-            f"One batch job (one training plus the inference runs until the next training) "
-            f"costs {spot_saving:.0%} less on Spot. This {spot_verdict} the claim 'up to "
-            "51% cheaper per batch job on Spot'. Batch transform has no Spot option, so the "
-            "saving comes from Spot training and Spot inference run as a training job."
+            "One batch job (one training plus the inference runs until the next training) "
+            f"costs {spot_on_demand}. This {spot_verdict} "
+            f"the claim 'up to 51% cheaper per batch job on Spot'. "
+            f"{_spot_source(costs, spot_saving)}"
         ),
     ]
     if spot_sensitivity:
-        listed = ", ".join(f"{float(k):.0%} gives {v:.0%}" for k, v in spot_sensitivity.items())
+        listed = ", ".join(
+            f"{float(k):.0%} gives {_difference(v)}" for k, v in spot_sensitivity.items()
+        )
         statements.append(
-            "The Spot figure follows the assumed Spot discount, which the Spot market sets: "
-            f"{listed}."
+            "The Spot figure follows the assumed Spot discount, which the Spot market sets. "
+            f"Per batch job, a discount of {listed}."
         )
     return {
         "savings_vs_always_on": savings,

@@ -142,6 +142,82 @@ def test_claims_verdict_wording():
     assert list(claims["spot_saving_by_discount"]) == ["0.50", "0.60", "0.70", "0.80", "0.90"]
 
 
+def _costs(always_on, batch, batch_spot, hybrid, batch_job=1.0, spot_job=0.5, spot_inference=True):
+    """Return a design_costs-shaped dict with the given monthly and per-job USD."""
+    monthly = {
+        "always_on": always_on,
+        "batch": batch,
+        "batch_spot": batch_spot,
+        "hybrid_cache": hybrid,
+    }
+    costs = {
+        design: {"monthly_usd": usd, "per_batch_job_usd": None} for design, usd in monthly.items()
+    }
+    costs["batch"]["per_batch_job_usd"] = batch_job
+    costs["batch_spot"]["per_batch_job_usd"] = spot_job
+    costs["batch_spot"]["spot_inference_chosen"] = spot_inference
+    return costs
+
+
+def _sweep(always_on, hybrid):
+    return {"always_on": [always_on, always_on], "hybrid_cache": [hybrid, hybrid / 2]}
+
+
+def test_claims_hybrid_dearer_than_batch():
+    claims = check_claims(_costs(100.0, 10.0, 5.0, 30.0), _sweep(100.0, 30.0))
+    statement = claims["statements"][1]
+    assert "Hybrid + cache costs 200% more than batch alone" in statement
+    assert "the cache pays for latency, not for cost" in statement
+    assert "batch costs 90% less and batch + Spot 95% less" in statement
+
+
+def test_claims_hybrid_cheaper_than_batch():
+    claims = check_claims(_costs(100.0, 40.0, 35.0, 30.0), _sweep(100.0, 30.0))
+    statement = claims["statements"][1]
+    assert "Hybrid + cache costs 25% less than batch alone" in statement
+    assert "the cache pays for itself" in statement
+    assert "dearer" not in statement
+    assert "pays for latency" not in statement
+
+
+def test_claims_hybrid_equal_to_batch():
+    claims = check_claims(_costs(100.0, 30.0, 25.0, 30.0), _sweep(100.0, 30.0))
+    assert "Hybrid + cache costs about the same as batch alone." in claims["statements"][1]
+
+
+def test_claims_hybrid_dearer_than_endpoint():
+    claims = check_claims(_costs(20.0, 10.0, 5.0, 30.0), _sweep(20.0, 30.0))
+    statement = claims["statements"][0]
+    assert "hybrid + cache costs 50% more than an always-on endpoint" in statement
+    assert "ranges from 50% more to 25% less" in statement
+    assert claims["endpoint_verdict"] == "contradicts"
+
+
+def test_claims_spot_dearer_than_on_demand():
+    claims = check_claims(
+        _costs(100.0, 10.0, 11.0, 30.0, batch_job=1.0, spot_job=1.1), _sweep(100.0, 30.0)
+    )
+    statement = claims["statements"][2]
+    assert "costs 10% more on Spot than on demand" in statement
+    assert "Spot saves nothing here" in statement
+    assert "the saving comes from" not in statement
+
+
+def test_claims_spot_training_only():
+    claims = check_claims(_costs(100.0, 10.0, 5.0, 30.0, spot_inference=False), _sweep(100.0, 30.0))
+    statement = claims["statements"][2]
+    assert "costs 50% less on Spot than on demand" in statement
+    assert "the saving comes from Spot training." in statement
+
+
+def test_claims_from_workload_hybrid_cheaper():
+    workload = replace(Workload(), requests_per_day=50_000_000, cache_hit_rate=1.0)
+    report = build_report(workload)
+    costs = report["costs"]
+    assert costs["hybrid_cache"]["monthly_usd"] < costs["batch"]["monthly_usd"]
+    assert "less than batch alone" in report["claims"]["statements"][1]
+
+
 def test_cost_chart_png(tmp_path):
     path = cost_chart(tmp_path / "c.png", payload_sweep(Workload()))
     assert path.read_bytes()[:4] == b"\x89PNG"

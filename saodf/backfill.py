@@ -19,6 +19,12 @@ FINISHED = {"success", "failed"}
 # The DAG's CronTriggerTimetable fires at the top of each UTC hour, and the run triggered
 # at T has the data interval [T - 1 h, T).
 INTERVAL = timedelta(hours=1)
+# With SQLite as Airflow's metadata DB, ``backfill create`` fails with "database is locked"
+# when another Airflow process holds the write lock for longer than the busy timeout (5 s,
+# the default of Python's sqlite3, which Airflow 3.3 keeps). Airflow 3.3 then removes the
+# partly created backfill, so the command can run again.
+LOCKED_ATTEMPTS = 4
+LOCKED_RETRY_SECONDS = 5.0
 
 
 def parse_date(text: str) -> datetime:
@@ -98,12 +104,27 @@ def create_backfill(
         reprocess,
     ]
     env = {**os.environ, **services.airflow_env(settings)}
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
-    output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
-        raise ServiceError(
-            f"airflow backfill create failed with code {result.returncode}: {output[-1500:]}"
+    for attempt in range(1, LOCKED_ATTEMPTS + 1):
+        result = subprocess.run(  # noqa: S603
+            argv, env=env, capture_output=True, text=True, timeout=300, check=False
         )
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode == 0:
+            break
+        if "database is locked" not in output or attempt == LOCKED_ATTEMPTS:
+            raise ServiceError(
+                f"airflow backfill create failed with code {result.returncode} "
+                f"(attempt {attempt} of {LOCKED_ATTEMPTS}): {output[-1500:]}"
+            )
+        logger.warning(
+            "airflow backfill create of %s failed because the metadata DB is locked "
+            "(attempt %d of %d); retrying in %.0f s",
+            DAG_ID,
+            attempt,
+            LOCKED_ATTEMPTS,
+            LOCKED_RETRY_SECONDS * attempt,
+        )
+        time.sleep(LOCKED_RETRY_SECONDS * attempt)
     logger.info(
         "backfill of %s created for %d data interval(s) from %s to %s",
         DAG_ID,

@@ -1,4 +1,4 @@
-"""Backfill date checks and data intervals, and the CLI's rejection before any Airflow call."""
+"""Backfill date checks, data intervals, retries on a locked Airflow DB, and CLI input checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from saodf import backfill
 from saodf.backfill import data_intervals, parse_date
 from saodf.cli import app
-from saodf.errors import SaodfError
+from saodf.errors import SaodfError, ServiceError
 
 runner = CliRunner()
 UTC = timezone.utc
@@ -96,3 +96,49 @@ def test_cli_bad_reprocess_never_calls_airflow(monkeypatch):
     )
     assert result.exit_code == 1
     assert "use none, completed or failed" in result.output
+
+
+LOCKED_OUTPUT = "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"
+
+
+def _fake_airflow(monkeypatch, results: list[tuple[int, str]]) -> list[list[str]]:
+    """Make ``airflow backfill create`` return ``results`` in turn; return the calls made."""
+    import subprocess
+
+    from saodf.stack import services
+
+    calls: list[list[str]] = []
+
+    def run(argv, **kwargs):
+        calls.append(argv)
+        code, stderr = results[len(calls) - 1]
+        return subprocess.CompletedProcess(argv, code, stdout="", stderr=stderr)
+
+    monkeypatch.setattr(services, "find_binary", lambda name: name)
+    monkeypatch.setattr(services, "airflow_env", lambda settings: {})
+    monkeypatch.setattr(backfill.subprocess, "run", run)
+    monkeypatch.setattr(backfill.time, "sleep", lambda seconds: None)
+    return calls
+
+
+def test_create_retries_locked_database(monkeypatch):
+    calls = _fake_airflow(monkeypatch, [(1, LOCKED_OUTPUT), (0, "created backfill 2")])
+    output = backfill.create_backfill(None, _at(14), _at(15))
+    assert output == "created backfill 2"
+    assert len(calls) == 2
+    assert calls[0] == calls[1]
+
+
+def test_create_other_failure_not_retried(monkeypatch):
+    calls = _fake_airflow(monkeypatch, [(1, "AlreadyRunningBackfill: Another backfill is running")])
+    with pytest.raises(ServiceError, match=r"attempt 1 of 4\): AlreadyRunningBackfill"):
+        backfill.create_backfill(None, _at(14), _at(15))
+    assert len(calls) == 1
+
+
+def test_create_locked_every_attempt_raises(monkeypatch):
+    attempts = backfill.LOCKED_ATTEMPTS
+    calls = _fake_airflow(monkeypatch, [(1, LOCKED_OUTPUT)] * attempts)
+    with pytest.raises(ServiceError, match=f"attempt {attempts} of {attempts}.*database is locked"):
+        backfill.create_backfill(None, _at(14), _at(15))
+    assert len(calls) == attempts

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import re
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -173,14 +174,59 @@ def _readings(args: dict[str, Any]) -> list[Any]:
     raise DetectorConfigError("missing input: send 'reading' (one message) or 'readings' (a list)")
 
 
-class ForecastBands:
-    """Forecast quantile bands of the devices in one activation, each read from Redis once."""
+BandEntry = tuple[DevicePointer, dict[str, Any]] | None
 
-    def __init__(self, cache: ForecastCache, metric_override: str | None, band_factor: float):
+# Seconds a process reuses a device's forecast band before it reads the pointer again. A
+# newly cached forecast (a new model version) is therefore used at most this late.
+BAND_REFRESH_SECONDS = 30.0
+
+
+class BandStore:
+    """Forecast bands read by earlier activations of this process, reused until they expire.
+
+    Keys are the cache's key prefix and the device id, so tenants never share an entry. A
+    device without a band is remembered too, as ``None``.
+    """
+
+    def __init__(self, refresh_seconds: float = BAND_REFRESH_SECONDS, max_entries: int = 100_000):
+        self.refresh_seconds = refresh_seconds
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str], tuple[float, BandEntry]] = {}
+
+    def get(self, key_prefix: str, device_id: str) -> tuple[bool, BandEntry]:
+        """Return ``(True, entry)`` for a fresh entry, else ``(False, None)``."""
+        item = self._entries.get((key_prefix, device_id))
+        if item is None or item[0] <= time.monotonic():
+            return False, None
+        return True, item[1]
+
+    def put(self, key_prefix: str, device_id: str, entry: BandEntry) -> None:
+        if len(self._entries) >= self.max_entries:
+            # Dropping everything is rare (a fleet larger than max_entries) and costs one
+            # pointer read per device on the next batches, so no LRU bookkeeping is kept.
+            self._entries.clear()
+        self._entries[(key_prefix, device_id)] = (time.monotonic() + self.refresh_seconds, entry)
+
+
+class ForecastBands:
+    """Forecast quantile bands of the devices in one activation, each read from Redis once.
+
+    With a ``store``, bands that an earlier activation read less than the store's refresh
+    time ago are reused without a Redis read.
+    """
+
+    def __init__(
+        self,
+        cache: ForecastCache,
+        metric_override: str | None,
+        band_factor: float,
+        store: BandStore | None = None,
+    ):
         self.cache = cache
         self.metric_override = metric_override
         self.band_factor = band_factor
-        self._entries: dict[str, tuple[DevicePointer, dict[str, Any]] | None] = {}
+        self.store = store
+        self._entries: dict[str, BandEntry] = {}
 
     def prefetch(self, device_ids: list[str]) -> None:
         """Read the pointers and forecasts of ``device_ids`` in two pipelined round trips.
@@ -198,10 +244,21 @@ class ForecastBands:
         self.load(missing, pipe.execute())
 
     def unread(self, device_ids: list[str]) -> list[str]:
-        """Return the distinct ``device_ids`` whose band was not read yet, in first-seen order."""
-        return [
-            device_id for device_id in dict.fromkeys(device_ids) if device_id not in self._entries
-        ]
+        """Return the distinct ``device_ids`` whose band was not read yet, in first-seen order.
+
+        Fresh bands of the store are taken over first and count as read.
+        """
+        missing = []
+        for device_id in dict.fromkeys(device_ids):
+            if device_id in self._entries:
+                continue
+            if self.store is not None:
+                fresh, entry = self.store.get(self.cache.key_prefix, device_id)
+                if fresh:
+                    self._entries[device_id] = entry
+                    continue
+            missing.append(device_id)
+        return missing
 
     def queue_pointer_reads(self, pipe: Any, device_ids: list[str]) -> None:
         """Add one HGETALL per device pointer to ``pipe``, for :meth:`load` to parse."""
@@ -225,14 +282,16 @@ class ForecastBands:
                 logger.warning("forecast band of device %s unavailable: %s", device_id, exc)
                 continue
             pointers[device_id] = replace(pointer, key_prefix=self.cache.key_prefix)
-        if not pointers:
-            return
-        pipe = self.cache.client.pipeline(transaction=False)
-        for pointer in pointers.values():
-            pipe.get(self.cache.forecast_key(pointer))
-        for (device_id, pointer), raw in zip(pointers.items(), pipe.execute(), strict=True):
-            if raw is not None:
-                self._entries[device_id] = (pointer, json.loads(raw))
+        if pointers:
+            pipe = self.cache.client.pipeline(transaction=False)
+            for pointer in pointers.values():
+                pipe.get(self.cache.forecast_key(pointer))
+            for (device_id, pointer), raw in zip(pointers.items(), pipe.execute(), strict=True):
+                if raw is not None:
+                    self._entries[device_id] = (pointer, json.loads(raw))
+        if self.store is not None:
+            for device_id in device_ids:
+                self.store.put(self.cache.key_prefix, device_id, self._entries[device_id])
 
     def _entry(self, device_id: str) -> tuple[DevicePointer, dict[str, Any]] | None:
         if device_id not in self._entries:
@@ -456,11 +515,13 @@ def detect(
     forecast_metric: str | None = None,
     namespace: str = "",
     tenant: Tenant | None = None,
+    band_store: BandStore | None = None,
 ) -> list[dict[str, Any]]:
     """Score each reading with state in Redis and return one result per reading, in input order.
 
     Invalid readings, and with ``tenant`` readings of devices outside it, return
-    ``{"valid": False, "reason": ...}`` and leave the state as it is.
+    ``{"valid": False, "reason": ...}`` and leave the state as it is. ``band_store`` keeps
+    forecast bands between calls (see :class:`BandStore`).
 
     Raises:
         redis.ConnectionError, redis.TimeoutError: Redis cannot be reached; nothing was
@@ -468,7 +529,7 @@ def detect(
     """
     params = params or dict(DEFAULTS)
     results, valid = _validate(readings, tenant)
-    bands = ForecastBands(cache, forecast_metric, params["band_factor"])
+    bands = ForecastBands(cache, forecast_metric, params["band_factor"], band_store)
     replies = _score_in_redis(cache, valid, params, namespace, bands)
     return _assemble(results, valid, replies, params, bands)
 
@@ -501,6 +562,7 @@ class Detector:
         self.role = role
         self._cache: ForecastCache | None = None
         self.state = EwmaState()
+        self.bands = BandStore()
         self.degraded_log = DegradedLog("detect_anomaly")
 
     def cache(self) -> ForecastCache:
@@ -534,7 +596,9 @@ class Detector:
             raise DetectorConfigError(f"forecast_metric={forecast_metric!r} is not a string")
         degraded = False
         try:
-            results = detect(readings, self.cache(), params, forecast_metric, namespace, tenant)
+            results = detect(
+                readings, self.cache(), params, forecast_metric, namespace, tenant, self.bands
+            )
             self.degraded_log.recovered()
         except REDIS_UNAVAILABLE_ERRORS as exc:
             self.degraded_log.degraded(activation_id, exc)

@@ -54,6 +54,7 @@ from actions.cache import (
     redis_client,
     volatility_class,
 )
+from actions.detect_anomaly import BAND_REFRESH_SECONDS
 from actions.redis_acl import FORECAST, MONITOR, READER, WRITER
 from saodf import bench as harness
 from saodf.config import Settings, reset_settings
@@ -119,6 +120,41 @@ def fleet_readings(data_dir: Path, devices: int, count: int) -> list[tuple[bytes
         reading.update(zip(names, row, strict=True))
         messages.append((device_id.encode(), encode_message(reading)))
     return messages
+
+
+def fill_fleet_bands(settings: Settings, data_dir: Path, devices: int) -> int:
+    """Cache a temperature forecast band for every fleet device; return the count.
+
+    The detector then reads and checks a band for each reading, as it does for devices
+    with a champion forecast. Each device's band runs from the 1st to the 99th percentile
+    of its SKAB file's temperature, at 1-minute steps for two hours from the fleet's start.
+    """
+    files = sorted((data_dir / "skab" / "data" / "valve1").glob("*.csv"))
+    bands = []
+    for path in files:
+        temperature = pd.read_csv(path, sep=";")["Temperature"]
+        bands.append((float(temperature.quantile(0.01)), float(temperature.quantile(0.99))))
+    cache = ForecastCache(redis_client(settings, role=WRITER))
+    steps = 120
+    for device in range(devices):
+        low, high = bands[device % len(bands)]
+        pointer = DevicePointer(
+            device_id=f"fleet-{device:05d}",
+            model_name="bench-band",
+            model_version="1",
+            forecast_start="2025-04-20T00:00:00+00:00",
+            freq="1min",
+            horizon=steps,
+            group="bench",
+            context_url="file:///unused.jsonl",
+            context_line=device,
+            volatility="stable",
+            metric="temperature",
+        )
+        middle = (low + high) / 2
+        quantiles = {"0.1": [low] * steps, "0.5": [middle] * steps, "0.9": [high] * steps}
+        cache.put(pointer, {"mean": [middle] * steps, "quantiles": quantiles})
+    return devices
 
 
 def _produce_paced(
@@ -355,6 +391,7 @@ def measure_stream(settings: Settings, seconds: float, devices: int = 2000) -> d
     from streaming.kafka import ensure_topics
 
     ensure_topics(settings, [settings.topic_anomalies, settings.topic_dlq])
+    fill_fleet_bands(settings, settings.data_dir, devices)
     warmup = int(STREAM_WARMUP_SECONDS * STREAM_RATE)
     messages = fleet_readings(settings.data_dir, devices, warmup + int(seconds * STREAM_RATE))
     work = settings.home / "bench-stream"
@@ -840,7 +877,9 @@ def run(settings: Settings, quick: bool) -> dict:
         f"rows, 8 metrics each) produced at {STREAM_RATE:g} msg/s for {sizes.stream_seconds:g} s "
         f"after {STREAM_WARMUP_SECONDS:g} s of warm-up, with streaming.kafka.producer_config "
         "(acks=all, idempotence, linger.ms=5), one topic of one partition per run on one "
-        "Tansu broker. Latency: from just before the producer's produce() call (a "
+        "Tansu broker. Every device has a cached temperature forecast band (fill_fleet_bands), "
+        "so the detector also checks each reading against its band, reusing bands for "
+        f"{BAND_REFRESH_SECONDS:g} s. Latency: from just before the producer's produce() call (a "
         "monotonic-clock header) to the moment the detector process has detect_anomaly's "
         "result for the reading, before anomalies are produced and offsets are committed "
         "(streaming.anomaly_consumer.run in a child process with the service command's "

@@ -268,6 +268,45 @@ def test_bands_prefetch_reads_once(cache):
     assert bands.check(_readings(device_id, [55.0])[0]) is None
 
 
+def test_band_store_reuses_band(cache):
+    store = detect_anomaly.BandStore(refresh_seconds=3600)
+    device_id = _device()
+    forecast = {"mean": [50.0] * 3, "quantiles": {"0.1": [49.0] * 3, "0.9": [51.0] * 3}}
+    cache.put(_band_pointer(device_id), forecast)
+    first = detect(_readings(device_id, [55.0]), cache, PARAMS, band_store=store)
+    cache.client.delete(cache.device_key(device_id))
+    second = detect(_readings(device_id, [55.0]), cache, PARAMS, band_store=store)
+    without_store = detect(_readings(device_id, [55.0]), cache, PARAMS)
+    assert first[0]["anomalous"] is True
+    assert "outside forecast band" in second[0]["reason"]
+    assert "outside forecast band" not in without_store[0]["reason"]
+
+
+def test_band_store_rereads_expired(cache):
+    store = detect_anomaly.BandStore(refresh_seconds=0)
+    device_id = _device()
+    assert detect(_readings(device_id, [55.0]), cache, PARAMS, band_store=store)[0]["metrics"] == []
+    forecast = {"mean": [50.0] * 3, "quantiles": {"0.1": [49.0] * 3, "0.9": [51.0] * 3}}
+    cache.put(_band_pointer(device_id), forecast)
+    result = detect(_readings(device_id, [55.0]), cache, PARAMS, band_store=store)[0]
+    assert "outside forecast band" in result["reason"]
+
+
+def test_band_store_keeps_prefixes_apart():
+    store = detect_anomaly.BandStore(refresh_seconds=3600)
+    store.put("saodf:t:acme:", "dev-1", None)
+    assert store.get("saodf:t:acme:", "dev-1") == (True, None)
+    assert store.get("saodf:", "dev-1") == (False, None)
+
+
+def test_band_store_clears_when_full():
+    store = detect_anomaly.BandStore(refresh_seconds=3600, max_entries=2)
+    for device_id in ("a", "b", "c"):
+        store.put("saodf:", device_id, None)
+    assert store.get("saodf:", "a") == (False, None)
+    assert store.get("saodf:", "c") == (True, None)
+
+
 def test_detector_run_reply(cache):
     detector = detect_anomaly.Detector()
     reply = detector.run({"readings": _readings(_device(), [*_normal(40), 105.0]), "warmup": 20})

@@ -9,9 +9,9 @@ Routes:
   Kafka or SQS, or dead-lettered because no broker could take it. It is 400 when some
   readings were invalid: those went to the dead-letter queue with the reason and the raw
   payload, and the others were stored. The body lists each reading's outcome.
-  401 means a missing or unknown token, 411 a missing Content-Length, 413 a body or batch
-  over the limit, and 500 a dead-letter write that failed everywhere. Nothing is stored
-  for those, so the client must send the request again.
+  401 means a missing or unknown token, 411 a missing or invalid Content-Length, 413 a
+  body or batch over the limit, and 500 a dead-letter write that failed everywhere.
+  Nothing is stored for those, so the client must send the request again.
 - ``GET /health``: liveness and each broker's reachability and load score.
 - ``GET /metrics``: Prometheus text of the routing decisions and broker loads of the
   default deployment's readings.
@@ -587,8 +587,18 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             if not self._route_allows():
                 return
             length_text = self.headers.get("Content-Length")
-            if length_text is None or not length_text.isdigit():
+            if length_text is None:
                 self._reject(HTTPStatus.LENGTH_REQUIRED, "Content-Length is missing", close=True)
+                return
+            if not length_text.isdigit():
+                # Quoted in the response, the audit log and the log, so a long value is cut.
+                quoted = length_text[:20] + ("..." if len(length_text) > 20 else "")
+                self._reject(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    f"Content-Length {quoted!r} is invalid; send the body's length in bytes "
+                    "as a decimal integer",
+                    close=True,
+                )
                 return
             length = int(length_text)
             if length > gateway.config.max_body_bytes:

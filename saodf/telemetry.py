@@ -102,7 +102,10 @@ def validate_message(message: Any, *, now: datetime | None = None) -> dict[str, 
             payload=message,
         )
     if "timestamp" not in message:
-        raise InvalidTelemetryError("timestamp is missing", payload=message)
+        raise InvalidTelemetryError(
+            "timestamp is missing; send ISO 8601 with a zone, e.g. 2025-04-20T12:34:00Z",
+            payload=message,
+        )
     try:
         moment = parse_timestamp(message["timestamp"])
     except InvalidTelemetryError as exc:

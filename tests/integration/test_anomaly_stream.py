@@ -21,6 +21,7 @@ from streaming.kafka import consumer_config, ensure_topics, producer_config
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
+MISSING_TIMESTAMP = "timestamp is missing; send ISO 8601 with a zone, e.g. 2025-04-20T12:34:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_spike_reaches_anomalies(gateway, session_settings):
     assert flagged[0]["metrics"] == ["temperature"]
     assert len(flagged[0]["activation_id"]) == 32
     reasons = [r["reason"] for r in dead if r.get("source") == "anomaly_consumer"]
-    assert "timestamp is missing" in reasons
+    assert MISSING_TIMESTAMP in reasons
     assert any(reason.startswith("payload is not JSON") for reason in reasons)
 
 
@@ -208,7 +209,7 @@ def test_in_process_spike_reaches_anomalies(kafka_bootstrap, redis_server, sessi
     assert len(flagged[0]["activation_id"]) == 32
     assert flagged[0]["degraded"] is False
     mine = [r for r in dead if device_id in r.get("payload", "")]
-    assert [r["reason"] for r in mine] == ["timestamp is missing"]
+    assert [r["reason"] for r in mine] == [MISSING_TIMESTAMP]
 
 
 # Consumer child for the crash test: the settings of its environment on a topic of its own.

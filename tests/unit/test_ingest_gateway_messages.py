@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 
+import orjson
 import pytest
 
 from saodf.config import Settings
@@ -63,6 +64,12 @@ def _post(server: IngestGateway, body: bytes, headers: dict[str, str]) -> tuple[
         connection.close()
 
 
+def _post_readings(server: IngestGateway, token: str, payload: object) -> tuple[int, dict]:
+    body = orjson.dumps(payload)
+    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(len(body))}
+    return _post(server, body, headers)
+
+
 def test_content_length_text_invalid(gateway):
     server, token = gateway
     headers = {"Authorization": f"Bearer {token}", "Content-Length": "abc"}
@@ -86,3 +93,13 @@ def test_content_length_missing(gateway):
     status, body = _post(server, b"", {"Authorization": f"Bearer {token}"})
     assert status == 411
     assert body["error"] == "Content-Length is missing"
+
+
+def test_missing_timestamp_reason(gateway):
+    server, token = gateway
+    reading = {"device_id": DEVICE, "temperature": 21.5}
+    status, body = _post_readings(server, token, reading)
+    assert status == 400
+    assert body["results"][0]["reason"] == (
+        "timestamp is missing; send ISO 8601 with a zone, e.g. 2025-04-20T12:34:00Z"
+    )

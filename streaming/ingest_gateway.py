@@ -115,6 +115,19 @@ class IngestResult:
     def accepted(self) -> int:
         return sum(1 for r in self.results if r["status"] in ("kafka", "sqs"))
 
+    @property
+    def audit_outcome(self) -> str:
+        """The audit ``outcome``: ``rejected`` when every reading was invalid.
+
+        It is ``accepted`` when no reading was invalid, and ``partly rejected`` otherwise.
+        A valid reading dead-lettered because no broker could take it counts as accepted.
+        """
+        if not self.invalid:
+            return "accepted"
+        if self.invalid == len(self.results):
+            return "rejected"
+        return "partly rejected"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "request_id": self.request_id,
@@ -654,7 +667,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             self._audit(
                 "ingest",
                 status,
-                "partly rejected" if result.invalid else "accepted",
+                result.audit_outcome,
                 readings=len(result.results),
                 invalid=result.invalid,
                 claimed_devices=len(result.claimed_devices),

@@ -269,7 +269,7 @@ class MqttBridge:
             "ingest",
             **request,
             resource=topic,
-            outcome="partly rejected" if result.invalid else "accepted",
+            outcome=result.audit_outcome,
             **details,
             readings=len(result.results),
             invalid=result.invalid,

@@ -294,7 +294,7 @@ def _payload_records(run: AclRun) -> list[dict]:
 def test_invalid_payloads_audited(acl_run):
     records = _payload_records(acl_run)
     assert [(r["actor"], r["outcome"], r["invalid"]) for r in records] == [
-        (PAYLOAD_DEVICE, "partly rejected", 1)
+        (PAYLOAD_DEVICE, "rejected", 1)
     ] * len(INVALID_PAYLOADS)
 
 

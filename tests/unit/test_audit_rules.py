@@ -136,6 +136,13 @@ def test_malformed_body(tmp_path):
     assert _rules(scan([path])) == ["malformed_input"]
 
 
+@pytest.mark.parametrize("outcome", ["rejected", "partly rejected"])
+def test_malformed_ingest_readings(tmp_path, outcome):
+    fields = {"http_status": 400, "actor": "acme.pump-1", "invalid": 1, "outcome": outcome}
+    path = _write(tmp_path / "i.jsonl", [(0, "ingest", fields)])
+    assert _rules(scan([path])) == ["malformed_input"]
+
+
 def test_path_traversal_device(tmp_path):
     fields = {**_invoke(), "bad_device_id": "'../../etc/passwd'", "outcome": "failed"}
     path = _write(tmp_path / "a.jsonl", [(0, "invoke", fields)])

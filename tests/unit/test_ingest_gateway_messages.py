@@ -1,4 +1,4 @@
-"""Ingest gateway error messages, over HTTP with a stub router."""
+"""Ingest gateway error messages and audit outcomes, over HTTP with a stub router."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from streaming.ingest_router import Outcome
 from streaming.tokens import create_device_token
 
 DEVICE = "gw-1"
+READING = {"device_id": DEVICE, "timestamp": "2025-04-20T12:00:00Z", "temperature": 21.5}
 
 
 class StubRouter:
@@ -70,6 +71,12 @@ def _post_readings(server: IngestGateway, token: str, payload: object) -> tuple[
     return _post(server, body, headers)
 
 
+def _ingest_outcomes(server: IngestGateway) -> list[str]:
+    lines = server.audit.path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [record["outcome"] for record in records if record["event"] == "ingest"]
+
+
 def test_content_length_text_invalid(gateway):
     server, token = gateway
     headers = {"Authorization": f"Bearer {token}", "Content-Length": "abc"}
@@ -103,3 +110,22 @@ def test_missing_timestamp_reason(gateway):
     assert body["results"][0]["reason"] == (
         "timestamp is missing; send ISO 8601 with a zone, e.g. 2025-04-20T12:34:00Z"
     )
+
+
+def test_only_reading_invalid_rejected(gateway):
+    server, token = gateway
+    _post_readings(server, token, {"device_id": DEVICE, "temperature": 21.5})
+    assert _ingest_outcomes(server) == ["rejected"]
+
+
+def test_some_readings_invalid_partly_rejected(gateway):
+    server, token = gateway
+    _post_readings(server, token, [READING, {"device_id": DEVICE, "temperature": 21.5}])
+    assert _ingest_outcomes(server) == ["partly rejected"]
+
+
+def test_all_readings_valid_accepted(gateway):
+    server, token = gateway
+    status, _ = _post_readings(server, token, [READING, READING])
+    assert status == 202
+    assert _ingest_outcomes(server) == ["accepted"]

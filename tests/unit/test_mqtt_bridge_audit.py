@@ -10,10 +10,11 @@ import pytest
 from saodf.config import Settings
 from streaming.ingest_config import IngestConfig
 from streaming.ingest_metrics import IngestMetrics
-from streaming.ingest_router import DeadLetterError
+from streaming.ingest_router import DeadLetterError, Outcome
 from streaming.mqtt_bridge import MqttBridge
 
 TOPIC = "devices/gw-1/telemetry"
+READING = {"device_id": "gw-1", "timestamp": "2025-04-20T12:00:00Z", "temperature": 21.5}
 
 
 class FailingRouter:
@@ -102,3 +103,28 @@ def test_bad_topic_audited_before_failure(bridge):
             "transport": "mqtt",
         }
     ]
+
+
+class SpoolRouter(FailingRouter):
+    """A router that stores every valid reading in Kafka and every dead letter in the spool."""
+
+    def dead_letter(self, letters):
+        return ["spool"] * len(letters)
+
+    def submit(self, readings):
+        return [Outcome("kafka") for _ in readings]
+
+
+@pytest.mark.parametrize(
+    ("payload", "outcome"),
+    [
+        (b"{not json", "rejected"),
+        (orjson.dumps([READING, {"device_id": "gw-1"}]), "partly rejected"),
+        (orjson.dumps(READING), "accepted"),
+    ],
+)
+def test_ingest_outcome_by_invalid_count(tmp_path, payload, outcome):
+    settings = Settings.from_env().with_overrides(home=tmp_path / "home")
+    bridge = MqttBridge(settings, IngestConfig(max_batch=2), router=SpoolRouter())
+    bridge.handle(TOPIC, payload)
+    assert [record["outcome"] for record in _records(bridge)] == [outcome]

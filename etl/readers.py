@@ -592,8 +592,9 @@ def _check_device_id(device_id: str, path: Path) -> str:
 def _dataset_groups(root: Path, dataset: str, groups: list[str] | None) -> list[Path]:
     if not root.is_dir():
         raise DatasetError(
-            f"{dataset} data folder {root} not found; download the {dataset} dataset or set "
-            "data_dir (SAODF_DATA_DIR) to the folder that contains it"
+            f"{dataset} data folder {root} not found. Pass --data-dir DIR to `saodf replay` or "
+            f"set SAODF_DATA_DIR=DIR, where DIR contains {dataset}/. To download it into DIR, "
+            f"run `saodf data fetch {dataset} --dest DIR`"
         )
     available = sorted(p.name for p in root.iterdir() if p.is_dir())
     if groups is None:

@@ -29,6 +29,15 @@ def test_replay_missing_data_dir(settings, tmp_path):
         replay("skab", tmp_path / "missing", settings=settings, progress=False)
 
 
+def test_replay_missing_data_dir_fix(settings, tmp_path):
+    with pytest.raises(
+        DatasetError,
+        match=r"Pass --data-dir DIR to `saodf replay` or set SAODF_DATA_DIR=DIR, where DIR "
+        r"contains nab/\. To download it into DIR, run `saodf data fetch nab --dest DIR`",
+    ):
+        replay("nab", tmp_path / "missing", settings=settings, progress=False)
+
+
 def test_replay_unknown_group(settings):
     with pytest.raises(DatasetError, match="group\\(s\\) 'valve9' not found.*valid groups"):
         replay("skab", groups=["valve9"], settings=settings, progress=False)

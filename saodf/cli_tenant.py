@@ -24,6 +24,10 @@ RESTART_HINT = (
     "the tenant's pipeline DAG, MQTT logins and SQS drain start with the next "
     "`saodf stack down && saodf stack up`; the gateways and Redis use it already"
 )
+DELETE_RESTART_HINT = (
+    "the tenant's pipeline DAG, MQTT logins and SQS drain stop at the next "
+    "`saodf stack down && saodf stack up`; the gateways reject its keys and tokens already"
+)
 
 
 def _fail(exc: Exception) -> None:
@@ -131,12 +135,15 @@ def tenant_delete(
     redis_acl: bool = typer.Option(True, help="Drop the tenant's user from the running Redis."),
 ):
     """Delete a tenant's keys, Redis user and device tokens; its data stays."""
-    from saodf.tenants import audit_admin, delete_tenant
+    from saodf.tenants import audit_admin, delete_tenant, list_tenants, tenant_not_found
 
-    if not yes:
-        typer.confirm(f"Delete tenant {name} and revoke its keys?", abort=True)
     settings = get_settings()
     try:
+        # Checked before the prompt, so that a typo fails without a question first.
+        if name not in {tenant.name for tenant in list_tenants(settings)}:
+            raise tenant_not_found(name)
+        if not yes:
+            typer.confirm(f"Delete tenant {name} and revoke its keys?", abort=True)
         tenant = delete_tenant(name, settings=settings)
     except SaodfError as exc:
         audit_admin(settings, "tenant.delete", name, "rejected")
@@ -145,7 +152,7 @@ def tenant_delete(
     typer.echo(f"tenant {tenant.name} deleted; its data under {tenant.lake_prefix} is kept")
     if redis_acl:
         _apply_redis(settings)
-    typer.echo(RESTART_HINT, err=True)
+    typer.echo(DELETE_RESTART_HINT, err=True)
 
 
 @audit_app.command("verify")

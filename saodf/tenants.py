@@ -217,6 +217,11 @@ def get_tenant(name: str, settings: Settings | None = None) -> Tenant:
     return _from_entry(entry)
 
 
+def tenant_not_found(name: str) -> TenantError:
+    """Build the error for a tenant name that the registry does not contain."""
+    return TenantError(f"tenant {name!r} not found; list tenants with `saodf tenant list`")
+
+
 def rotate_keys(name: str, settings: Settings | None = None) -> dict[str, Any]:
     """Replace a tenant's gateway key, Redis password and device tokens; return the new ones.
 
@@ -265,7 +270,7 @@ def delete_tenant(name: str, settings: Settings | None = None) -> Tenant:
         store = _load(settings)
         entry = store["tenants"].pop(name, None)
         if entry is None:
-            raise TenantError(f"tenant {name!r} does not exist; nothing to delete")
+            raise tenant_not_found(name)
         for device_id in entry["devices"]:
             revoke_device_token(device_id, settings)
         _set_gateway_key(settings, name, None)

@@ -45,6 +45,22 @@ def test_delete_unknown_exit(settings):
     assert result.exit_code == 1
 
 
+def test_delete_unknown_before_prompt(settings):
+    result = runner.invoke(tenant_app, ["delete", "ghost", "--no-redis-acl"], input="y\n")
+    assert result.exit_code == 1
+    assert "Delete tenant" not in result.output
+    assert "tenant 'ghost' not found; list tenants with `saodf tenant list`" in result.stderr
+
+
+def test_delete_prints_stop_hint(settings):
+    runner.invoke(tenant_app, ["create", "acme", "--no-redis-acl"])
+    result = runner.invoke(tenant_app, ["delete", "acme", "--no-redis-acl"], input="y\n")
+    assert result.exit_code == 0
+    assert "Delete tenant acme and revoke its keys?" in result.output
+    assert "MQTT logins and SQS drain stop at the next" in result.stderr
+    assert "start with the next" not in result.stderr
+
+
 def test_admin_commands_audited(settings):
     runner.invoke(tenant_app, ["create", "acme", "--no-redis-acl"])
     runner.invoke(tenant_app, ["rotate-keys", "acme", "--no-redis-acl"])

@@ -99,6 +99,10 @@ def tenant_list(as_json: bool = typer.Option(False, "--json", help="Print the te
     if as_json:
         typer.echo(json.dumps([asdict(tenant) for tenant in tenants], indent=2))
         return
+    if not tenants:
+        # On stderr, so that a script reading the table from stdout gets no rows.
+        typer.echo("no tenants; create one with `saodf tenant create NAME`", err=True)
+        return
     for tenant in tenants:
         typer.echo(
             f"{tenant.name:<16} ns={tenant.namespace} kafka={tenant.kafka_topic_prefix}* "

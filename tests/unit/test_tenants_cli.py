@@ -40,6 +40,13 @@ def test_list_json_names(settings):
     assert [tenant["name"] for tenant in json.loads(listed.output)] == ["acme"]
 
 
+def test_list_empty_hint(settings):
+    result = runner.invoke(tenant_app, ["list"])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "no tenants; create one with `saodf tenant create NAME`" in result.stderr
+
+
 def test_delete_unknown_exit(settings):
     result = runner.invoke(tenant_app, ["delete", "ghost", "--yes", "--no-redis-acl"])
     assert result.exit_code == 1

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import time
 from dataclasses import replace
@@ -179,6 +180,9 @@ BandEntry = tuple[DevicePointer, dict[str, Any]] | None
 # Seconds a process reuses a device's forecast band before it reads the pointer again. A
 # newly cached forecast (a new model version) is therefore used at most this late.
 BAND_REFRESH_SECONDS = 30.0
+# Each entry lives a random share of the refresh time, from this share up to all of it, so
+# the bands of a fleet first read together are not read again in the same batches.
+BAND_REFRESH_MIN_SHARE = 0.5
 
 
 class BandStore:
@@ -205,7 +209,9 @@ class BandStore:
             # Dropping everything is rare (a fleet larger than max_entries) and costs one
             # pointer read per device on the next batches, so no LRU bookkeeping is kept.
             self._entries.clear()
-        self._entries[(key_prefix, device_id)] = (time.monotonic() + self.refresh_seconds, entry)
+        share = BAND_REFRESH_MIN_SHARE + (1 - BAND_REFRESH_MIN_SHARE) * random.random()
+        expires = time.monotonic() + self.refresh_seconds * share
+        self._entries[(key_prefix, device_id)] = (expires, entry)
 
 
 class ForecastBands:

@@ -267,12 +267,16 @@ def log_scores(results: list[DeviceDrift], end: datetime, settings: Settings | N
     """Record the scores in the MLflow experiment ``drift_monitor``; return the run id."""
     import mlflow
 
-    from models.registry import tracking
+    from models.registry import client_for, ensure_experiment, tracking
 
     settings = settings or get_settings()
+    # An experiment id per run, not mlflow.set_experiment: that one stays active in the
+    # process and makes later start_run(run_id=...) calls of other experiments fail.
+    experiment_id = ensure_experiment(client_for(settings.mlflow_tracking_uri), "drift_monitor")
     with tracking(settings.mlflow_tracking_uri):
-        mlflow.set_experiment("drift_monitor")
-        with mlflow.start_run(run_name=f"drift-{end:%Y%m%dT%H%M}") as run:
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"drift-{end:%Y%m%dT%H%M}"
+        ) as run:
             mlflow.set_tags({"end": end.isoformat(), "devices": str(len(results))})
             metrics = {"drifted_devices": float(sum(r.drifted for r in results))}
             for r in results:

@@ -27,8 +27,8 @@ locals {
   sagemaker      = "arn:${local.partition}:sagemaker:${local.region}:${var.account_id}"
   # The commands of saodf.tenants.CACHE_COMMANDS; tests check that both lists agree.
   cache_commands = [
-    "get", "set", "del", "expire", "incr", "zincrby", "hgetall", "hmget", "hset", "evalsha",
-    "script|load", "script|exists", "multi", "exec", "discard", "ping",
+    "ping", "hgetall", "evalsha", "script|load", "get", "incr", "incrby", "zincrby", "expire",
+    "multi", "exec", "set", "del", "hset", "hmget",
   ]
   cache_user_id = { for name in local.tenants : name => "${var.name_prefix}-t-${name}" }
 }

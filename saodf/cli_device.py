@@ -8,6 +8,8 @@ the ``revoked_key`` detection rule flags its later use.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import typer
 
 from saodf.config import Settings, get_settings
@@ -72,6 +74,15 @@ def revoke_token(device_id: str, settings: Settings) -> bool:
     return revoke_device_token(device_id, settings)
 
 
+def _reject(settings: Settings, action: str, device_id: str, message: str) -> NoReturn:
+    """Audit ``action`` on ``device_id`` as rejected, print ``message`` and exit with 1."""
+    from saodf.tenants import audit_admin
+
+    audit_admin(settings, action, _resource(device_id, settings), "rejected")
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
 @token_app.command("create")
 def token_create(device_id: str = typer.Argument(..., help="Device id, e.g. skab-valve1-0.")):
     """Create or rotate a device's token and print it once; only its hashes are stored."""
@@ -81,9 +92,7 @@ def token_create(device_id: str = typer.Argument(..., help="Device id, e.g. skab
     try:
         token = create_token(device_id, settings)
     except SaodfError as exc:
-        audit_admin(settings, "device.token.create", _resource(device_id, settings), "rejected")
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from None
+        _reject(settings, "device.token.create", device_id, str(exc))
     audit_admin(settings, "device.token.create", _resource(device_id, settings), "succeeded")
     typer.echo(token)
     typer.echo(
@@ -103,13 +112,9 @@ def token_revoke(device_id: str = typer.Argument(..., help="Device id.")):
     try:
         revoked = revoke_token(device_id, settings)
     except SaodfError as exc:
-        audit_admin(settings, "device.token.revoke", _resource(device_id, settings), "rejected")
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from None
+        _reject(settings, "device.token.revoke", device_id, str(exc))
     if not revoked:
-        audit_admin(settings, "device.token.revoke", _resource(device_id, settings), "rejected")
-        typer.secho(f"error: device {device_id!r} has no token", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1)
+        _reject(settings, "device.token.revoke", device_id, f"device {device_id!r} has no token")
     audit_admin(settings, "device.token.revoke", _resource(device_id, settings), "succeeded")
     typer.echo(f"revoked the token of {device_id}")
 

@@ -70,9 +70,9 @@ COUNTERS_RESET = "counters reset"
 # long after the monitor's own read may be that read rather than a request.
 IDLE_RESOLUTION_SECONDS = 2.0
 
-# Recomputes and caches the forecast of one device; raises SaodfError when it cannot. It
-# returns False when it wrote only the forecast entry and left the device pointer as it was
-# (see store_forecast); any other return value means the pointer may have been rewritten.
+# Recomputes and caches the forecast of one device, and raises SaodfError when it cannot.
+# It returns False when it wrote only the forecast entry and left the device pointer as it
+# was (see store_forecast). Any other return value means the pointer may have been rewritten.
 Forecaster = Callable[[ForecastCache, DevicePointer], Any]
 
 

@@ -120,7 +120,7 @@ class RedisRole:
     """Commands and key patterns of one Redis ACL user, and the code that connects as it."""
 
     name: str
-    # Which processes or commands connect as this role.
+    # Processes or commands that connect as this role.
     used_by: str
     commands: tuple[str, ...]
     # Glob patterns of the keys that the role reads and writes.
@@ -248,7 +248,7 @@ def role_user(settings: Settings, role: str) -> str:
 
 
 def role_password_secret(settings: Settings, role: str) -> str:
-    """Return the name of the secret under ``SAODF_HOME/secrets`` that holds the role's password."""
+    """Return the name of the secret under ``SAODF_HOME/secrets`` with the role's password."""
     if settings.redis_user and not settings.redis_role_users.get(role):
         return "redis_password"
     return f"redis_password_{role}"

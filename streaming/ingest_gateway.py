@@ -571,7 +571,7 @@ def _handler_class(gateway: IngestGateway) -> type[BaseHTTPRequestHandler]:
             return True
 
         def __getattr__(self, name: str) -> Any:
-            # BaseHTTPRequestHandler answers 501 to a method without a do_<METHOD>. Every
+            # BaseHTTPRequestHandler returns 501 for a method without a do_<METHOD>. Every
             # such method, standard or not, gets 405 on a known path and 404 elsewhere.
             if name.startswith("do_"):
                 return self._route_allows

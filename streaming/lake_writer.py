@@ -559,7 +559,7 @@ class LakeWriter:
         )
 
     def _reset_producer(self) -> None:
-        """Replace the producer, whose idempotence state a restarted broker no longer knows."""
+        """Replace the producer, whose idempotence state a restarted broker no longer has."""
         if self._producer is not None:
             self._producer.purge()
             self._producer.flush(0)

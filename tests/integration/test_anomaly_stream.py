@@ -230,7 +230,7 @@ run(settings, options, max_seconds=120)
 
 
 def _committed(watcher: Consumer, topic: str) -> int:
-    # committed() asks the group coordinator without joining the group.
+    # committed() queries the group coordinator without joining the group.
     (partition,) = watcher.committed([TopicPartition(topic, 0)], timeout=10)
     return partition.offset
 
